@@ -1,0 +1,10 @@
+// Original file: envoy/config/core/v3/base.proto
+
+
+export interface WatchedDirectory {
+  'path'?: (string);
+}
+
+export interface WatchedDirectory__Output {
+  'path': (string);
+}

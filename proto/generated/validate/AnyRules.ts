@@ -1,0 +1,14 @@
+// Original file: validate/validate.proto
+
+
+export interface AnyRules {
+  'required'?: (boolean);
+  'in'?: (string)[];
+  'not_in'?: (string)[];
+}
+
+export interface AnyRules__Output {
+  'required': (boolean);
+  'in': (string)[];
+  'not_in': (string)[];
+}

@@ -1,0 +1,10 @@
+// Original file: validate/validate.proto
+
+
+export interface BoolRules {
+  'const'?: (boolean);
+}
+
+export interface BoolRules__Output {
+  'const': (boolean);
+}

@@ -1,0 +1,58 @@
+import { readdirSync, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** A stopped-or-running watcher. */
+export interface Watcher {
+  close(): Promise<void>;
+}
+
+function fingerprint(paths: readonly string[]): string {
+  const parts: string[] = [];
+  const visit = (p: string, depth: number): void => {
+    try {
+      const real = realpathSync(p);
+      const st = statSync(real);
+      parts.push(`${p}>${real}:${st.ino}:${st.size}:${st.mtimeMs}`);
+      if (st.isDirectory() && depth < 2) {
+        for (const name of readdirSync(real).sort()) visit(join(p, name), depth + 1);
+      }
+    } catch {
+      parts.push(`${p}:missing`);
+    }
+  };
+  for (const p of paths) visit(p, 0);
+  return parts.join('|');
+}
+
+/**
+ * Watches files or directories for changes by polling a fingerprint (real path, inode, size, mtime of
+ * each entry). Polling survives what fs.watch misses: Kubernetes ConfigMap `..data` symlink swaps,
+ * editors that replace files, network filesystems. `onChange` is never run concurrently.
+ */
+export function watchPaths(
+  paths: readonly string[],
+  intervalMs: number,
+  onChange: () => Promise<void> | void,
+): Watcher {
+  let last = fingerprint(paths);
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    const now = fingerprint(paths);
+    if (now === last) return;
+    last = now;
+    running = true;
+    Promise.resolve()
+      .then(onChange)
+      .catch(() => undefined)
+      .finally(() => {
+        running = false;
+      });
+  }, intervalMs);
+  timer.unref();
+  return {
+    close: async () => {
+      clearInterval(timer);
+    },
+  };
+}
