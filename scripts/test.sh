@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The README's test command: sets up the machine (idempotent), then runs every gate and test suite.
+# Ends with one line "N passed, N failed" (static checks count one each; mocha tests count one each).
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$EXTSVC_ROOT"
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+OUT="$EXTSVC_ROOT/test-output"
+rm -rf "$OUT" && mkdir -p "$OUT"
+passed=0
+failed=0
+failures=()
+
+check() {
+  local name="$1"; shift
+  printf '\n=== %s\n' "$name"
+  if "$@" >"$OUT/$name.log" 2>&1; then
+    passed=$((passed + 1)); echo "ok: $name"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "FAILED: $name"; tail -50 "$OUT/$name.log"
+  fi
+}
+
+proto_drift() {
+  local tmp; tmp="$(mktemp -d)"
+  bash proto/generate.sh "$tmp/generated" && diff -r proto/generated "$tmp/generated" >/dev/null
+  local rc=$?; rm -rf "$tmp"
+  [ $rc -eq 0 ] || { echo "proto/generated is out of date: run bash proto/generate.sh"; return 1; }
+}
+
+check format prettier --check .
+check lint eslint .
+check typecheck tsc --noEmit -p tsconfig.json
+check proto-drift proto_drift
+check envoy-compose-drift node deploy/envoy/render.ts --check-compose
+check docker-compose-spec bash deploy/compose-check/check.sh
+if [ -x integration/kube/build.sh ]; then
+  # Builds (or reuses from ~/.cache/extsvc) kube-apiserver + etcd for the Kubernetes suites.
+  check kube-apiserver-build bash integration/kube/build.sh
+fi
+
+mocha_suite() {
+  local name="$1" config="$2"
+  printf '\n=== %s\n' "$name"
+  npx --no-install mocha --config "$config" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -Eo '^ +[0-9]+ passing' "$OUT/$name.log" | grep -Eo '[0-9]+' | tail -1)
+  f=$(grep -Eo '^ +[0-9]+ failing' "$OUT/$name.log" | grep -Eo '[0-9]+' | tail -1)
+  p=${p:-0}; f=${f:-0}
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi # mocha crashed or hung before reporting
+  passed=$((passed + p)); failed=$((failed + f))
+  [ "$f" -eq 0 ] || failures+=("$name")
+}
+
+mocha_suite unit .mocharc.unit.json
+mocha_suite integration .mocharc.integration.json
+
+leftover=$(pgrep -f "$EXTSVC_ROOT/services/.*/src/main.ts|extsvc-.*envoy.yaml" || true)
+if [ -n "$leftover" ]; then
+  failed=$((failed + 1)); failures+=("leftover-processes"); echo "processes outlived the tests: $leftover"
+  pkill -9 -f "$EXTSVC_ROOT/services/.*/src/main.ts" || true
+else
+  passed=$((passed + 1))
+fi
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
