@@ -47,6 +47,7 @@ export function runMain(
           started.logger.warn('second signal: exiting now');
           started.logger.flush();
           proc.exit(ExitCode.secondSignal);
+          return;
         }
         started.logger.info('signal received: draining');
         started.service.close().then(
@@ -69,6 +70,7 @@ export function runMain(
       if (err instanceof ConfigError) {
         proc.stderr.write(`${service}: configuration error: ${err.message}\n`);
         proc.exit(ExitCode.config);
+        return;
       }
       proc.stderr.write(`${service}: failed to start: ${errorMessage(err)}\n`);
       proc.exit(ExitCode.failure);

@@ -30,7 +30,12 @@ describe('common/config', () => {
   });
   it('collects every problem with its field', () => {
     try {
-      parseOptions(specs, ['--port=70000', '--bogus', '--mode=c', '--policy-file=/nonexistent/x'], { TIMEOUT: 'soon' }, meta);
+      parseOptions(
+        specs,
+        ['--port=70000', '--bogus', '--mode=c', '--policy-file=/nonexistent/x'],
+        { TIMEOUT: 'soon' },
+        meta,
+      );
       assert.fail('expected a ConfigError');
     } catch (err) {
       assert.ok(err instanceof ConfigError);
