@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { parseOptions, type ParseResult } from '@extsvc/common/config';
+import { ConfigError } from '@extsvc/common/errors';
 import { COMMON_OPTIONS } from '@extsvc/common/runtime';
+import { KEY_TYPES } from './certs.ts';
+import { LETS_ENCRYPT_PRODUCTION } from './host.ts';
 
 /** Flags and environment variables of acme (see README.md). */
 export const ACME_OPTIONS = {
@@ -20,7 +24,157 @@ export const ACME_OPTIONS = {
     kind: 'port',
     env: 'ADMIN_PORT',
     default: 8090,
-    doc: 'Admin port: /healthz /readyz /metrics /config.',
+    doc: 'Admin port: /healthz /readyz /metrics /config /hosts.',
+  },
+  'hosts-file': {
+    kind: 'file',
+    env: 'HOSTS_FILE',
+    required: true,
+    doc: 'Multi-document YAML file of Emissary Host resources (getambassador.io/v3alpha1); watched.',
+  },
+  'hosts-poll-interval': {
+    kind: 'duration',
+    env: 'HOSTS_POLL_INTERVAL',
+    default: 2000,
+    doc: 'How often the Hosts file is checked for changes.',
+  },
+  'cert-dir': {
+    kind: 'string',
+    env: 'CERT_DIR',
+    required: true,
+    doc: 'Directory of certificates: <cert-dir>/<namespace>/<tlsSecret>/{tls.crt,tls.key,sds.yaml}; created if missing.',
+  },
+  'envoy-cert-dir': {
+    kind: 'string',
+    env: 'ENVOY_CERT_DIR',
+    doc: 'The same directory as Envoy mounts it, used for the paths inside sds.yaml (default: cert-dir).',
+  },
+  'account-dir': {
+    kind: 'string',
+    env: 'ACCOUNT_DIR',
+    doc: 'Directory of ACME account keys and URLs, 0700 (default: <cert-dir>/_accounts).',
+  },
+  'default-authority': {
+    kind: 'string',
+    env: 'DEFAULT_AUTHORITY',
+    default: LETS_ENCRYPT_PRODUCTION,
+    doc: 'ACME directory of Hosts without acmeProvider.authority; "none" manages only explicit ones.',
+  },
+  'default-namespace': {
+    kind: 'string',
+    env: 'DEFAULT_NAMESPACE',
+    default: 'default',
+    doc: 'Namespace of Host documents without metadata.namespace.',
+  },
+  'ambassador-id': {
+    kind: 'list',
+    env: 'AMBASSADOR_ID',
+    default: ['default'],
+    doc: 'Only Hosts with one of these ambassador_id values (none given = "default"); "*" for all.',
+  },
+  'ca-file': {
+    kind: 'file',
+    env: 'ACME_CA_FILE',
+    doc: 'Extra PEM roots trusted for the ACME directory (NODE_EXTRA_CA_CERTS works too).',
+  },
+  'key-type': {
+    kind: 'enum',
+    env: 'KEY_TYPE',
+    values: KEY_TYPES,
+    default: 'ecdsa-p256',
+    doc: 'Private key type of issued certificates (a fresh key per certificate).',
+  },
+  'renew-fraction': {
+    kind: 'float',
+    env: 'RENEW_FRACTION',
+    min: 0.1,
+    max: 0.95,
+    default: 2 / 3,
+    doc: 'Renew after this fraction of the certificate lifetime.',
+  },
+  'renew-jitter': {
+    kind: 'float',
+    env: 'RENEW_JITTER',
+    min: 0,
+    max: 0.2,
+    default: 0.02,
+    doc: 'Renew up to this fraction of the lifetime earlier, at random per certificate.',
+  },
+  'ari': {
+    kind: 'bool',
+    env: 'ACME_ARI',
+    default: true,
+    doc: 'Use the CA renewal window (RFC 9773 ARI) when its directory offers renewalInfo.',
+  },
+  'backoff-initial': {
+    kind: 'duration',
+    env: 'BACKOFF_INITIAL',
+    default: 300_000,
+    doc: 'First retry delay after a failed order (doubles per failure).',
+  },
+  'backoff-max': {
+    kind: 'duration',
+    env: 'BACKOFF_MAX',
+    default: 86_400_000,
+    doc: 'Cap of the retry delay (a CA Retry-After may exceed it).',
+  },
+  'max-concurrent-orders': {
+    kind: 'int',
+    env: 'MAX_CONCURRENT_ORDERS',
+    min: 1,
+    max: 100,
+    default: 4,
+    doc: 'Orders running at once, at most.',
+  },
+  'self-check-address': {
+    kind: 'string',
+    env: 'SELF_CHECK_ADDRESS',
+    doc: 'host:port to GET the token through (Host header = the name) before asking the CA; unset = no self-check.',
+  },
+  'self-check-attempts': {
+    kind: 'int',
+    env: 'SELF_CHECK_ATTEMPTS',
+    min: 1,
+    max: 100,
+    default: 5,
+    doc: 'Self-check attempts (1 s apart) before the order fails.',
+  },
+  'eab-kid': {
+    kind: 'string',
+    env: 'EAB_KID',
+    doc: 'External account binding key id (CAs that require EAB).',
+  },
+  'eab-hmac-key': {
+    kind: 'string',
+    env: 'EAB_HMAC_KEY',
+    secret: true,
+    doc: 'External account binding HMAC key, base64url.',
+  },
+  'acme-timeout': {
+    kind: 'duration',
+    env: 'ACME_TIMEOUT',
+    default: 30_000,
+    doc: 'Timeout of one HTTP request to the CA.',
+  },
+  'acme-retries': {
+    kind: 'int',
+    env: 'ACME_RETRIES',
+    min: 0,
+    max: 10,
+    default: 2,
+    doc: 'Retries of one ACME step when the CA is unreachable or answers 5xx (1 s, doubling).',
+  },
+  'poll-interval': {
+    kind: 'duration',
+    env: 'POLL_INTERVAL',
+    default: 500,
+    doc: 'First delay when polling a pending challenge or order (doubles, capped at 10 s, 12 polls).',
+  },
+  'temporary-validity': {
+    kind: 'duration',
+    env: 'TEMPORARY_VALIDITY',
+    default: 7 * 86_400_000,
+    doc: 'Validity of the temporary self-signed certificate written before the first issue.',
   },
 } as const;
 
@@ -32,8 +186,26 @@ export function loadConfig(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): ParseResult<typeof ACME_OPTIONS> {
-  return parseOptions(ACME_OPTIONS, argv, env, {
+  const parsed = parseOptions(ACME_OPTIONS, argv, env, {
     name: 'extsvc-acme',
     summary: 'HTTP-01 ACME certificate automation for Emissary-ingress Host resources.',
   });
+  if (parsed.kind === 'help') return parsed;
+  const o = parsed.options;
+  const problems: { field: string; message: string }[] = [];
+  if ((o.eabKid === undefined) !== (o.eabHmacKey === undefined))
+    problems.push({ field: '--eab-kid', message: 'EAB needs both --eab-kid and --eab-hmac-key' });
+  if (o.eabHmacKey !== undefined && !/^[A-Za-z0-9_-]+={0,2}$/.test(o.eabHmacKey))
+    problems.push({ field: '--eab-hmac-key', message: 'must be base64url' });
+  if (o.selfCheckAddress !== undefined && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i.test(o.selfCheckAddress))
+    problems.push({ field: '--self-check-address', message: `must be host:port, got '${o.selfCheckAddress}'` });
+  if (o.backoffMax < o.backoffInitial)
+    problems.push({ field: '--backoff-max', message: 'must be >= --backoff-initial' });
+  if (o.caFile !== undefined) {
+    const pem = readFileSync(o.caFile, 'utf8');
+    if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+      problems.push({ field: `${o.caFile}: --ca-file`, message: 'contains no PEM certificate' });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return parsed;
 }

@@ -1,34 +1,204 @@
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import Fastify from 'fastify';
-import { Counter } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
+import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
+import { watchPaths } from '@extsvc/common/watch';
+import { createAcmeCa } from './acme-ca.ts';
+import type { CaClient } from './ca.ts';
+import type { KeyType } from './certs.ts';
 import { ACME_OPTIONS, type AcmeConfig } from './config.ts';
+import { DirectoryCertificateStore, FileAccountStore } from './file-store.ts';
+import { type HostDefaults, type HostsFileResult, parseHostsText } from './host.ts';
+import { type Clock, Issuer, systemClock } from './issuer.ts';
+import { createSelfCheck } from './self-check.ts';
+import { MemoryChallengeStore } from './stores.ts';
 
 /** A running acme service. */
 export interface AcmeService {
   readonly challengePort: number;
   readonly adminPort: number;
+  readonly issuer: Issuer;
   close(): Promise<void>;
 }
 
-/** Starts the HTTP-01 challenge server and the admin server. */
-export async function start(config: AcmeConfig, rt: Runtime): Promise<AcmeService> {
-  const challenges = new Counter({
+/** Optional overrides (tests): clock, randomness, CA client. */
+export interface StartOverrides {
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  readonly ca?: CaClient;
+}
+
+function readHosts(file: string, defaults: HostDefaults): HostsFileResult {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { kind: 'error', problems: [{ field: `${file}`, message: `cannot read: ${errorMessage(err)}` }] };
+  }
+  return parseHostsText(text, file, defaults);
+}
+
+/** Starts the challenge server, the admin server, the Hosts watcher and the issuer. */
+export async function start(config: AcmeConfig, rt: Runtime, overrides: StartOverrides = {}): Promise<AcmeService> {
+  const log = rt.logger;
+  const defaults: HostDefaults = {
+    namespace: config.defaultNamespace,
+    authority: config.defaultAuthority,
+    ambassadorIds: config.ambassadorId,
+  };
+  const first = readHosts(config.hostsFile, defaults);
+  if (first.kind === 'error') throw new ConfigError(first.problems);
+
+  const certDir = resolve(config.certDir);
+  const accountDir = resolve(config.accountDir ?? join(certDir, '_accounts'));
+  await mkdir(certDir, { recursive: true });
+  await mkdir(accountDir, { recursive: true, mode: 0o700 });
+
+  const requestSeconds = new Histogram({
+    name: 'acme_request_duration_seconds',
+    help: 'HTTP requests to the ACME CA by step and status.',
+    labelNames: ['op', 'status'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [rt.registry],
+  });
+  const orders = new Counter({
+    name: 'acme_orders_total',
+    help: 'Certificate orders by result (issued, failed, rate_limited).',
+    labelNames: ['result'],
+    registers: [rt.registry],
+  });
+  const orderSeconds = new Histogram({
+    name: 'acme_order_duration_seconds',
+    help: 'Duration of certificate orders, from account check to stored certificate.',
+    labelNames: ['result'],
+    buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+    registers: [rt.registry],
+  });
+  const challengeRequests = new Counter({
     name: 'acme_challenge_requests_total',
     help: 'Requests to /.well-known/acme-challenge/ by result.',
     labelNames: ['result'],
     registers: [rt.registry],
   });
+  const reloads = new Counter({
+    name: 'acme_hosts_reloads_total',
+    help: 'Reloads of the Hosts file by result (a failed reload keeps the last good Hosts).',
+    labelNames: ['result'],
+    registers: [rt.registry],
+  });
+
+  const ca =
+    overrides.ca ??
+    createAcmeCa({
+      ...(config.caFile !== undefined ? { caPem: readFileSync(config.caFile, 'utf8') } : {}),
+      requestTimeoutMs: config.acmeTimeout,
+      ...(config.eabKid !== undefined && config.eabHmacKey !== undefined
+        ? { eab: { kid: config.eabKid, hmacKey: config.eabHmacKey } }
+        : {}),
+      retries: config.acmeRetries,
+      retryDelayMs: 1000,
+      poll: { minMs: config.pollInterval, maxMs: 10_000, attempts: 12 },
+      onRequest: (op, status, seconds) => requestSeconds.observe({ op, status }, seconds),
+    });
+  const challenges = new MemoryChallengeStore();
+  const clock = overrides.clock ?? systemClock;
+  const issuer = new Issuer(
+    {
+      clock,
+      random: overrides.random ?? Math.random,
+      ca,
+      certs: new DirectoryCertificateStore(certDir, config.envoyCertDir),
+      accounts: new FileAccountStore(accountDir),
+      challenges,
+      logger: log.child({ component: 'issuer' }),
+      ...(config.selfCheckAddress !== undefined
+        ? {
+            selfCheck: createSelfCheck({
+              address: config.selfCheckAddress,
+              attempts: config.selfCheckAttempts,
+              intervalMs: 1000,
+              timeoutMs: 10_000,
+            }),
+          }
+        : {}),
+      onOrder: (result, ms) => {
+        orders.inc({ result });
+        orderSeconds.observe({ result }, ms / 1000);
+      },
+    },
+    {
+      renewal: { fraction: config.renewFraction, jitter: config.renewJitter },
+      backoff: { initialMs: config.backoffInitial, maxMs: config.backoffMax },
+      maxConcurrent: config.maxConcurrentOrders,
+      keyType: config.keyType as KeyType,
+      temporaryValidityMs: config.temporaryValidity,
+      challengeTtlMs: 10 * 60_000,
+      ari: config.ari,
+      maxSleepMs: 3_600_000,
+    },
+  );
+
+  new Gauge({
+    name: 'acme_hosts',
+    help: 'Hosts by state (Initial, Pending, Ready, Error).',
+    labelNames: ['state'],
+    registers: [rt.registry],
+    collect() {
+      const counts: Record<string, number> = { Initial: 0, Pending: 0, Ready: 0, Error: 0 };
+      for (const s of issuer.statuses()) counts[s.state] = (counts[s.state] ?? 0) + 1;
+      this.reset();
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'acme_certificate_not_after_timestamp_seconds',
+    help: 'Expiry of each stored certificate (tlsSecret), Unix seconds.',
+    labelNames: ['secret', 'temporary'],
+    registers: [rt.registry],
+    collect() {
+      this.reset();
+      for (const c of issuer.certificates())
+        if (c.notAfter !== undefined) this.set({ secret: c.secret, temporary: String(c.temporary) }, c.notAfter / 1000);
+    },
+  });
+  new Gauge({
+    name: 'acme_certificate_renewal_timestamp_seconds',
+    help: 'Planned renewal time of each certificate, Unix seconds.',
+    labelNames: ['secret'],
+    registers: [rt.registry],
+    collect() {
+      this.reset();
+      for (const c of issuer.certificates())
+        if (c.renewAt !== undefined) this.set({ secret: c.secret }, c.renewAt / 1000);
+    },
+  });
+
   const http = Fastify({ logger: false, forceCloseConnections: true });
-  http.get('/.well-known/acme-challenge/:token', async (_req, reply) => {
-    challenges.inc({ result: 'not_found' });
-    return reply.code(404).type('text/plain').send('not found\n');
+  http.get<{ Params: { token: string } }>('/.well-known/acme-challenge/:token', async (req, reply) => {
+    const c = await challenges.get(req.params.token, clock.now());
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
+    // Only the name being validated gets the token (as cert-manager's solver), and only while pending.
+    if (!c || (host !== '' && host !== c.name)) {
+      challengeRequests.inc({ result: 'not_found' });
+      return reply.code(404).type('text/plain').send('not found\n');
+    }
+    challengeRequests.inc({ result: 'served' });
+    return reply
+      .code(200)
+      .header('cache-control', 'no-cache, no-store, must-revalidate')
+      .type('text/plain')
+      .send(c.keyAuthorization);
   });
   await http.listen({ host: config.challengeHost, port: config.challengePort });
   const addr = http.server.address();
   const challengePort = typeof addr === 'object' && addr ? addr.port : config.challengePort;
+
   const admin = await startAdmin({
     service: rt.service,
     version: rt.version,
@@ -36,20 +206,41 @@ export async function start(config: AcmeConfig, rt: Runtime): Promise<AcmeServic
     port: config.adminPort,
     health: rt.health,
     registry: rt.registry,
-    logger: rt.logger,
+    logger: log,
     configView: () => ({ options: redactedView(ACME_OPTIONS, config) }),
+    routes: (app) => {
+      app.get('/hosts', async () => ({ hosts: issuer.statuses() }));
+    },
+  });
+
+  await issuer.setHosts(first.hosts);
+  rt.health.set('hosts', true);
+  log.info({ file: config.hostsFile, hosts: first.hosts.length, ignored: first.ignored }, 'hosts loaded');
+  const watcher = watchPaths([config.hostsFile], config.hostsPollInterval, async () => {
+    const next = readHosts(config.hostsFile, defaults);
+    if (next.kind === 'error') {
+      reloads.inc({ result: 'error' });
+      log.error({ file: config.hostsFile, problems: next.problems }, 'hosts reload failed: keeping the last good Hosts');
+      return;
+    }
+    reloads.inc({ result: 'ok' });
+    await issuer.setHosts(next.hosts);
+    log.info({ file: config.hostsFile, hosts: next.hosts.length }, 'hosts reloaded');
   });
   rt.health.set('listeners', true);
-  rt.logger.info({ challengePort, adminPort: admin.port }, 'acme started');
+  log.info({ challengePort, adminPort: admin.port, certDir }, 'acme started');
+
   let closing: Promise<void> | undefined;
   return {
     challengePort,
     adminPort: admin.port,
+    issuer,
     close: () =>
       (closing ??= (async () => {
         rt.health.drain();
+        await watcher.close();
         await delay(config.drainMs);
-        await closeAll([{ close: () => http.close() }, admin]);
+        await closeAll([issuer, { close: () => http.close() }, admin, ca]);
       })()),
   };
 }

@@ -29,6 +29,49 @@ export const AUTHZ_OPTIONS = {
     default: 9003,
     doc: 'Admin port: /healthz /readyz /metrics /config.',
   },
+  'policy-file': {
+    kind: 'file',
+    env: 'POLICY_FILE',
+    doc: 'Policy YAML (providers, apiKeys, identity, rules, policies); without it every request is denied.',
+  },
+  'policy-poll-ms': {
+    kind: 'duration',
+    env: 'POLICY_POLL_MS',
+    default: 1000,
+    doc: 'How often the policy file and the files it references are checked for changes (0 disables reload).',
+  },
+  'http-path-prefix': {
+    kind: 'string',
+    env: 'HTTP_PATH_PREFIX',
+    default: '',
+    doc: 'HTTP mode: the path_prefix Envoy/Emissary prepends to the original path; stripped before matching.',
+  },
+  'http-max-header-bytes': {
+    kind: 'int',
+    env: 'HTTP_MAX_HEADER_BYTES',
+    default: 131072,
+    min: 61440,
+    doc: "HTTP mode: largest accepted request header block; keep it >= Envoy's max_request_headers_kb (60 KiB).",
+  },
+  'http-keepalive-ms': {
+    kind: 'duration',
+    env: 'HTTP_KEEPALIVE_MS',
+    default: 3_700_000,
+    doc: "HTTP mode: idle keep-alive; longer than Envoy's upstream idle_timeout (1 h) so Envoy closes first.",
+  },
+  'token-cache-size': {
+    kind: 'int',
+    env: 'TOKEN_CACHE_SIZE',
+    default: 10000,
+    min: 0,
+    doc: 'Verified-token cache entries (0 disables the cache).',
+  },
+  'token-cache-ttl': {
+    kind: 'duration',
+    env: 'TOKEN_CACHE_TTL',
+    default: 300_000,
+    doc: "Longest life of a verified-token cache entry; never beyond the token's exp.",
+  },
 } as const;
 
 /** Parsed authz configuration. */

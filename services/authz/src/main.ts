@@ -15,5 +15,5 @@ runMain('extsvc-authz', async () => {
     version: packageVersion(new URL('../package.json', import.meta.url)),
     logLevel: parsed.options.logLevel,
   });
-  return { logger: rt.logger, service: await start(parsed.options, rt) };
+  return { logger: rt.logger, service: await start(parsed.options, rt, { env: process.env }) };
 });

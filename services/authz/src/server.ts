@@ -1,14 +1,19 @@
-import Fastify from 'fastify';
-import { Counter } from 'prom-client';
-import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
+import { errorMessage } from '@extsvc/common/errors';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
+import { watchPaths, type Watcher } from '@extsvc/common/watch';
+import { Authorizer } from './authorizer.ts';
 import { AUTHZ_OPTIONS, type AuthzConfig } from './config.ts';
-import type { CheckRequest__Output } from '../../../proto/generated/envoy/service/auth/v3/CheckRequest.ts';
-import type { CheckResponse } from '../../../proto/generated/envoy/service/auth/v3/CheckResponse.ts';
+import type { Decision } from './decision.ts';
+import { fetchJson, type JsonFetcher } from './fetch.ts';
+import { checkImplementation, type CheckObserver } from './grpc-check.ts';
+import { startHttpCheck } from './http-check.ts';
+import { createMetrics } from './metrics.ts';
+import { emptyPolicy, loadPolicyFile, type Policy } from './policy.ts';
 
 /** A running authz service. */
 export interface AuthzService {
@@ -18,14 +23,61 @@ export interface AuthzService {
   close(): Promise<void>;
 }
 
-/** Starts the gRPC and HTTP ext_authz listeners and the admin server. */
-export async function start(config: AuthzConfig, rt: Runtime): Promise<AuthzService> {
-  const checks = new Counter({
-    name: 'authz_check_total',
-    help: 'Check decisions by transport and result.',
-    labelNames: ['transport', 'result'],
-    registers: [rt.registry],
+/** Injectable dependencies (tests): clock, fetcher, environment for `env:` secrets. */
+export interface StartDeps {
+  readonly now?: () => number;
+  readonly fetch?: JsonFetcher;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** A redacted summary of the policy for /config (no secrets, no key hashes). */
+function policyView(p: Policy): unknown {
+  return {
+    realm: p.realm,
+    providers: [...p.providers.values()].map((v) => ({
+      name: v.name,
+      issuer: v.issuer,
+      keys: v.keys.kind === 'inline' ? 'inline' : v.keys.kind === 'none' ? 'hmac' : `${v.keys.kind} ${v.keys.url}`,
+      hmacSecret: v.hmacSecret ? '(redacted)' : undefined,
+      audiences: v.audiences,
+      algorithms: v.algorithms,
+      clockSkewSec: v.clockSkewSec,
+    })),
+    apiKeySets: [...p.apiKeySets.values()].map((s) => ({ name: s.name, header: s.header, keys: s.keys.map((k) => k.name) })),
+    rules: p.rules.map((r) => r.name),
+    policies: Object.fromEntries([...p.policies].map(([k, rs]) => [k, rs.map((r) => r.name)])),
+    reservedHeaders: p.reservedHeaders,
+  };
+}
+
+/** Starts the gRPC and HTTP ext_authz listeners, the admin server and the policy watcher. */
+export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = {}): Promise<AuthzService> {
+  const env = deps.env ?? {};
+  const log = rt.logger.child({ component: 'authz' });
+  const metrics = createMetrics(rt.registry as Registry);
+  const load = (): Policy => (config.policyFile ? loadPolicyFile(config.policyFile, env) : emptyPolicy());
+  const policy = load(); // a ConfigError here exits 2 with file and field
+  if (!config.policyFile) log.warn('no --policy-file: every request is denied');
+  metrics.reloadOk.set(1);
+  const authorizer = new Authorizer(policy, {
+    fetch: deps.fetch ?? fetchJson,
+    now: deps.now ?? Date.now,
+    logger: rt.logger.child({ component: 'keys' }),
+    tokenCacheSize: config.tokenCacheSize,
+    tokenCacheTtlMs: config.tokenCacheTtl,
+    onFetch: (issuer, result) => metrics.jwksFetches.inc({ issuer, result }),
+    onCache: (hit) => metrics.tokenCache.inc({ result: hit ? 'hit' : 'miss' }),
   });
+  // Warm the key caches without blocking start-up: an issuer down at cold start must not stop authz.
+  void authorizer.warm();
+
+  const observe: CheckObserver = (transport, d: Decision, startedNs) => {
+    metrics.duration.observe({ transport }, Number(process.hrtime.bigint() - startedNs) / 1e9);
+    metrics.decisions.inc({ transport, result: d.kind, reason: d.reason, rule: d.rule });
+    if (d.kind !== 'allow') log.debug({ transport, result: d.kind, reason: d.reason, rule: d.rule }, 'denied');
+  };
+  const decide = (req: Parameters<Authorizer['decide']>[0]) => authorizer.decide(req);
+
   const grpc = await startGrpcServer({
     host: config.grpcHost,
     port: config.grpcPort,
@@ -37,27 +89,40 @@ export async function start(config: AuthzConfig, rt: Runtime): Promise<AuthzServ
           ['envoy/service/auth/v3/external_auth.proto'],
           'envoy.service.auth.v3.Authorization',
         ),
-        implementation: {
-          Check(
-            _call: ServerUnaryCall<CheckRequest__Output, CheckResponse>,
-            cb: sendUnaryData<CheckResponse>,
-          ) {
-            checks.inc({ transport: 'grpc', result: 'allow' });
-            cb(null, { status: { code: 0 }, ok_response: {} });
-          },
-        },
+        implementation: checkImplementation(decide, observe, log),
       },
     ],
   });
-  const http = Fastify({ logger: false, forceCloseConnections: true });
-  // Raw HTTP mode: every method and path is a check; 200 allows.
-  http.all('/*', async () => {
-    checks.inc({ transport: 'http', result: 'allow' });
-    return '';
-  });
-  await http.listen({ host: config.httpHost, port: config.httpPort });
-  const httpAddr = http.server.address();
-  const httpPort = typeof httpAddr === 'object' && httpAddr ? httpAddr.port : config.httpPort;
+  const http = await startHttpCheck(
+    {
+      host: config.httpHost,
+      port: config.httpPort,
+      pathPrefix: config.httpPathPrefix,
+      maxHeaderBytes: config.httpMaxHeaderBytes,
+      keepAliveMs: config.httpKeepaliveMs,
+    },
+    decide,
+    observe,
+    log,
+  );
+  let watcher: Watcher | undefined;
+  const reload = (): void => {
+    try {
+      const next = load();
+      authorizer.replace(next);
+      metrics.reloads.inc({ result: 'ok' });
+      metrics.reloadOk.set(1);
+      log.info({ rules: next.rules.length, providers: next.providers.size }, 'policy reloaded');
+      void watcher?.close();
+      watcher = watchPaths(next.files, config.policyPollMs, reload);
+    } catch (err) {
+      metrics.reloads.inc({ result: 'error' });
+      metrics.reloadOk.set(0);
+      log.error({ err: errorMessage(err) }, 'policy reload failed: keeping the last good policy');
+    }
+  };
+  if (config.policyFile && config.policyPollMs > 0) watcher = watchPaths(policy.files, config.policyPollMs, reload);
+
   const admin = await startAdmin({
     service: rt.service,
     version: rt.version,
@@ -66,20 +131,24 @@ export async function start(config: AuthzConfig, rt: Runtime): Promise<AuthzServ
     health: rt.health,
     registry: rt.registry,
     logger: rt.logger,
-    configView: () => ({ options: redactedView(AUTHZ_OPTIONS, config) }),
+    configView: () => ({
+      options: redactedView(AUTHZ_OPTIONS, config),
+      policy: policyView(authorizer.policy),
+      keys: authorizer.keyStatus(),
+    }),
   });
   rt.health.set('listeners', true);
-  rt.logger.info({ grpcPort: grpc.port, httpPort, adminPort: admin.port }, 'authz started');
+  log.info({ grpcPort: grpc.port, httpPort: http.port, adminPort: admin.port }, 'authz started');
   let closing: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
-    httpPort,
+    httpPort: http.port,
     adminPort: admin.port,
     close: () =>
       (closing ??= (async () => {
         rt.health.drain();
         await delay(config.drainMs);
-        await closeAll([grpc, { close: () => http.close() }, admin]);
+        await closeAll([watcher, grpc, http, admin, { close: async () => authorizer.close() }]);
       })()),
   };
 }

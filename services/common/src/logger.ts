@@ -50,6 +50,6 @@ export function createLogger(opts: {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    opts.destination ?? pino.destination({ sync: false }),
+    opts.destination ?? pino.destination({ sync: true }),
   );
 }

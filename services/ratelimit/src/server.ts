@@ -1,29 +1,141 @@
-import { Counter } from 'prom-client';
-import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { randomInt } from 'node:crypto';
+import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type ServiceError as GrpcError } from '@grpc/grpc-js';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
-import { RATELIMIT_OPTIONS, type RatelimitConfig } from './config.ts';
+import { localCacheEntries, RATELIMIT_OPTIONS, type RatelimitConfig } from './config.ts';
+import { MemoryStore, OverLimitCache, type CounterStore } from './counter-store.ts';
+import { ServiceError, StoreError } from './errors.ts';
+import type { CoreSettings } from './limiter.ts';
+import { rulesSource, RulesHolder } from './loader.ts';
+import { Metrics } from './metrics.ts';
+import { RedisStore } from './redis-store.ts';
+import { dumpRuleSet } from './rules.ts';
+import { RateLimitService } from './service.ts';
+import { fromGrpc, fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
 import type { RateLimitRequest__Output } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitRequest.ts';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
 
 /** A running ratelimit service. */
 export interface RatelimitService {
   readonly grpcPort: number;
+  readonly httpPort: number;
   readonly adminPort: number;
+  /** The decision service (tests). */
+  readonly service: RateLimitService;
   close(): Promise<void>;
 }
 
-/** Starts the RLS gRPC listener and the admin server. */
-export async function start(config: RatelimitConfig, rt: Runtime): Promise<RatelimitService> {
-  const calls = new Counter({
-    name: 'ratelimit_should_rate_limit_total',
-    help: 'ShouldRateLimit calls by overall code.',
-    labelNames: ['code'],
-    registers: [rt.registry],
+/** Optional injected dependencies (tests): clock and random source. */
+export interface StartDeps {
+  readonly now?: () => number;
+  readonly random?: () => number;
+}
+
+/** Core settings from the parsed options. */
+export function coreSettings(c: RatelimitConfig): CoreSettings {
+  return {
+    cacheKeyPrefix: c.cacheKeyPrefix,
+    nearLimitRatio: c.nearLimitRatio,
+    globalShadowMode: c.shadowMode,
+    globalQuotaMode: c.quotaMode,
+    responseHeaders: {
+      enabled: c.limitResponseHeadersEnabled,
+      limit: c.limitLimitHeader,
+      remaining: c.limitRemainingHeader,
+      reset: c.limitResetHeader,
+    },
+    dynamicMetadata: c.responseDynamicMetadata,
+    expirationJitterMaxSeconds: c.expirationJitterMaxSeconds,
+  };
+}
+
+/** Translates a service failure to a gRPC status: the one place errors meet the wire. */
+function grpcError(err: unknown): Partial<GrpcError> {
+  if (err instanceof ServiceError) return { code: GrpcStatus.UNKNOWN, details: err.message };
+  if (err instanceof StoreError)
+    return { code: GrpcStatus.UNAVAILABLE, details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable' };
+  return { code: GrpcStatus.INTERNAL, details: 'internal error' };
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) throw new JsonRequestError('body too large');
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Starts rules loading, the counter store, the gRPC and HTTP listeners and the admin server. */
+export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDeps = {}): Promise<RatelimitService> {
+  const log = rt.logger;
+  const now = deps.now ?? Date.now;
+  const random = deps.random ?? (() => randomInt(0, 1 << 30) / (1 << 30));
+  const metrics = new Metrics(rt.registry, config.metricsMaxKeys);
+
+  const holder = new RulesHolder(
+    rulesSource({
+      configDir: config.configDir,
+      runtimeRoot: config.runtimeRoot,
+      runtimeSubdirectory: config.runtimeSubdirectory,
+      runtimeAppdirectory: config.runtimeAppdirectory,
+      runtimeIgnoredotfiles: config.runtimeIgnoredotfiles,
+      mergeDomainConfig: config.mergeDomainConfig,
+    }),
+    {
+      logger: log,
+      onOutcome: (o) => {
+        metrics.configLoad.inc({ result: o.kind === 'loaded' ? 'success' : 'error' });
+        if (config.healthyWithAtLeastOneConfigLoaded)
+          rt.health.set('config', (holder.rules?.domains.size ?? 0) > 0, holder.rules ? undefined : 'no configuration loaded');
+      },
+    },
+  );
+  if (config.healthyWithAtLeastOneConfigLoaded) rt.health.set('config', false, 'no configuration loaded');
+  holder.reload();
+  holder.watch(config.configPollInterval);
+
+  let store: CounterStore;
+  if (config.redisUrl) {
+    rt.health.set('redis', false, 'connecting');
+    const redis = new RedisStore(
+      {
+        type: config.redisType.toLowerCase() as 'single' | 'sentinel' | 'cluster',
+        url: config.redisUrl,
+        socketType: config.redisSocketType.toLowerCase() as 'tcp' | 'unix',
+        auth: config.redisAuth,
+        sentinelAuth: config.redisSentinelAuth,
+        tls: config.redisTls,
+        connectTimeoutMs: config.redisTimeout,
+        opTimeoutMs: config.redisOpTimeout,
+      },
+      { logger: log, observe: (s, ok) => metrics.redisLatency.observe({ result: ok ? 'ok' : 'error' }, s) },
+    );
+    redis.onReadyChange((ready) => rt.health.set('redis', ready, ready ? undefined : 'redis not connected'));
+    store = redis;
+  } else {
+    store = new MemoryStore({ now });
+    log.warn('REDIS_URL unset: counting in memory (exact for one replica only)');
+  }
+
+  const service = new RateLimitService({
+    rules: () => holder.rules,
+    settings: coreSettings(config),
+    store,
+    localCache: new OverLimitCache(localCacheEntries(config)),
+    metrics,
+    logger: log,
+    failOpen: config.redisFailOpen,
+    now,
+    random,
   });
+
   const grpc = await startGrpcServer({
     host: config.grpcHost,
     port: config.grpcPort,
@@ -31,25 +143,70 @@ export async function start(config: RatelimitConfig, rt: Runtime): Promise<Ratel
     healthNames: ['ratelimit', 'envoy.service.ratelimit.v3.RateLimitService'],
     services: [
       {
-        definition: serviceDefinition(
-          ['envoy/service/ratelimit/v3/rls.proto'],
-          'envoy.service.ratelimit.v3.RateLimitService',
-        ),
+        definition: serviceDefinition(['envoy/service/ratelimit/v3/rls.proto'], 'envoy.service.ratelimit.v3.RateLimitService'),
         implementation: {
-          ShouldRateLimit(
-            call: ServerUnaryCall<RateLimitRequest__Output, RateLimitResponse>,
-            cb: sendUnaryData<RateLimitResponse>,
-          ) {
-            calls.inc({ code: 'OK' });
-            cb(null, {
-              overall_code: 'OK',
-              statuses: call.request.descriptors.map(() => ({ code: 'OK', limit_remaining: 0 })),
-            });
+          ShouldRateLimit(call: ServerUnaryCall<RateLimitRequest__Output, RateLimitResponse>, cb: sendUnaryData<RateLimitResponse>) {
+            service.shouldRateLimit(fromGrpc(call.request)).then(
+              (r) => {
+                metrics.requests.inc({ code: r.overallCode });
+                cb(null, toGrpc(r));
+              },
+              (err: unknown) => {
+                metrics.requests.inc({ code: 'ERROR' });
+                log.debug({ err }, 'ShouldRateLimit failed');
+                cb(grpcError(err));
+              },
+            );
           },
         },
       },
     ],
   });
+
+  const http: HttpServer = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthcheck') {
+      if (rt.health.serving) res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('OK');
+      else res.writeHead(500).end();
+      return;
+    }
+    if (path === '/json') {
+      const badRequest = (): void => {
+        res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff' }).end('Bad Request\n');
+      };
+      readBody(req, 1 << 20)
+        .then(async (body) => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(body);
+          } catch {
+            throw new JsonRequestError('invalid JSON');
+          }
+          const r = await service.shouldRateLimit(fromJson(parsed));
+          metrics.requests.inc({ code: r.overallCode });
+          res
+            .writeHead(r.overallCode === 'OVER_LIMIT' ? 429 : 200, { 'content-type': 'application/json' })
+            .end(JSON.stringify(toJson(r)));
+        })
+        .catch((err: unknown) => {
+          // The reference answers 400 for a bad body and for any service error, Redis included.
+          log.debug({ err }, '/json request failed');
+          if (!res.headersSent) badRequest();
+        });
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('404 page not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.httpPort, config.httpHost, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const httpAddr = http.address();
+  const httpPort = typeof httpAddr === 'object' && httpAddr ? httpAddr.port : config.httpPort;
+
   const admin = await startAdmin({
     service: rt.service,
     version: rt.version,
@@ -57,20 +214,54 @@ export async function start(config: RatelimitConfig, rt: Runtime): Promise<Ratel
     port: config.adminPort,
     health: rt.health,
     registry: rt.registry,
-    logger: rt.logger,
-    configView: () => ({ options: redactedView(RATELIMIT_OPTIONS, config) }),
+    logger: log,
+    configView: () => ({
+      options: redactedView(RATELIMIT_OPTIONS, config),
+      store: store.kind,
+      rules: holder.rules
+        ? { files: holder.rules.files, domains: [...holder.rules.domains.keys()], limits: dumpRuleSet(holder.rules), loadedAt: holder.loadedAt }
+        : null,
+      lastLoadError: holder.lastError ?? null,
+    }),
+    routes: (app) => {
+      app.get('/rlconfig', async (_req, reply) =>
+        reply
+          .header('content-type', 'text/plain; charset=utf-8')
+          .send(
+            holder.rules
+              ? dumpRuleSet(holder.rules)
+                  .map((l) => `${String(l['key'])}: ${JSON.stringify(l['limits'])}${l['shadow_mode'] ? ' shadow_mode' : ''}`)
+                  .join('\n') + '\n'
+              : '',
+          ),
+      );
+    },
   });
   rt.health.set('listeners', true);
-  rt.logger.info({ grpcPort: grpc.port, adminPort: admin.port }, 'ratelimit started');
+  log.info({ grpcPort: grpc.port, httpPort, adminPort: admin.port, store: store.kind }, 'ratelimit started');
   let closing: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
+    httpPort,
     adminPort: admin.port,
+    service,
     close: () =>
       (closing ??= (async () => {
         rt.health.drain();
         await delay(config.drainMs);
-        await closeAll([grpc, admin]);
+        await closeAll([
+          grpc,
+          {
+            close: () =>
+              new Promise<void>((resolve) => {
+                http.close(() => resolve());
+                http.closeAllConnections();
+              }),
+          },
+          admin,
+          holder,
+          store,
+        ]);
       })()),
   };
 }
