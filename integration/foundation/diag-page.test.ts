@@ -46,7 +46,7 @@ describe('common /diag page in headless Chromium', function () {
     await page.goto(`${base}/diag`);
     assert.equal(await page.locator('h1').textContent(), 'demo');
     assert.equal(await page.locator('#things td').first().textContent(), 'one');
-    const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+    const scrollWidth = await page.evaluate<number>('document.documentElement.scrollWidth');
     assert.ok(scrollWidth <= 390, `page wider than the phone: ${scrollWidth}`);
     await page.fill('#echo input[name=word]', 'hello');
     await page.click('#echo button');
