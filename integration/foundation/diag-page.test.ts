@@ -50,9 +50,7 @@ describe('common /diag page in headless Chromium', function () {
     assert.ok(scrollWidth <= 390, `page wider than the phone: ${scrollWidth}`);
     await page.fill('#echo input[name=word]', 'hello');
     await page.click('#echo button');
-    await page.waitForFunction(() =>
-      document.querySelector('#echo .result')?.textContent?.includes('echoed'),
-    );
+    await page.locator('#echo .result', { hasText: 'echoed' }).waitFor();
     assert.match(
       (await page.locator('#echo .result').textContent()) ?? '',
       /HTTP 200[\s\S]*"echoed": "hello"/,
