@@ -29,8 +29,7 @@ export const ACME_OPTIONS = {
   'hosts-file': {
     kind: 'file',
     env: 'HOSTS_FILE',
-    required: true,
-    doc: 'Multi-document YAML file of Emissary Host resources (getambassador.io/v3alpha1); watched.',
+    doc: 'Multi-document YAML file of Emissary Host resources (getambassador.io/v3alpha1); watched. Unset: no Hosts (challenge server only).',
   },
   'hosts-poll-interval': {
     kind: 'duration',
@@ -41,13 +40,18 @@ export const ACME_OPTIONS = {
   'cert-dir': {
     kind: 'string',
     env: 'CERT_DIR',
-    required: true,
     doc: 'Directory of certificates: <cert-dir>/<namespace>/<tlsSecret>/{tls.crt,tls.key,sds.yaml}; created if missing.',
   },
   'envoy-cert-dir': {
     kind: 'string',
     env: 'ENVOY_CERT_DIR',
     doc: 'The same directory as Envoy mounts it, used for the paths inside sds.yaml (default: cert-dir).',
+  },
+  'key-file-mode': {
+    kind: 'string',
+    env: 'KEY_FILE_MODE',
+    default: '0600',
+    doc: 'Octal mode of tls.key files (0640 lets an Envoy in the same group read them).',
   },
   'account-dir': {
     kind: 'string',
@@ -100,7 +104,7 @@ export const ACME_OPTIONS = {
     default: 0.02,
     doc: 'Renew up to this fraction of the lifetime earlier, at random per certificate.',
   },
-  'ari': {
+  ari: {
     kind: 'bool',
     env: 'ACME_ARI',
     default: true,
@@ -193,12 +197,25 @@ export function loadConfig(
   if (parsed.kind === 'help') return parsed;
   const o = parsed.options;
   const problems: { field: string; message: string }[] = [];
+  if (o.hostsFile !== undefined && o.certDir === undefined)
+    problems.push({ field: '--cert-dir', message: 'required with --hosts-file (or set CERT_DIR)' });
   if ((o.eabKid === undefined) !== (o.eabHmacKey === undefined))
     problems.push({ field: '--eab-kid', message: 'EAB needs both --eab-kid and --eab-hmac-key' });
   if (o.eabHmacKey !== undefined && !/^[A-Za-z0-9_-]+={0,2}$/.test(o.eabHmacKey))
     problems.push({ field: '--eab-hmac-key', message: 'must be base64url' });
-  if (o.selfCheckAddress !== undefined && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i.test(o.selfCheckAddress))
-    problems.push({ field: '--self-check-address', message: `must be host:port, got '${o.selfCheckAddress}'` });
+  if (
+    o.selfCheckAddress !== undefined &&
+    !/^[^\s:]+:\d{1,5}$|^\[[0-9a-f:]+\]:\d{1,5}$/i.test(o.selfCheckAddress)
+  )
+    problems.push({
+      field: '--self-check-address',
+      message: `must be host:port, got '${o.selfCheckAddress}'`,
+    });
+  if (!/^0?[0-7]{3}$/.test(o.keyFileMode) || (parseInt(o.keyFileMode, 8) & 0o400) === 0)
+    problems.push({
+      field: '--key-file-mode',
+      message: `must be an octal mode readable by the owner, got '${o.keyFileMode}'`,
+    });
   if (o.backoffMax < o.backoffInitial)
     problems.push({ field: '--backoff-max', message: 'must be >= --backoff-initial' });
   if (o.caFile !== undefined) {

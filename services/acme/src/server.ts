@@ -8,13 +8,13 @@ import { redactedView } from '@extsvc/common/config';
 import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
-import { watchPaths } from '@extsvc/common/watch';
 import { createAcmeCa } from './acme-ca.ts';
 import type { CaClient } from './ca.ts';
 import type { KeyType } from './certs.ts';
 import { ACME_OPTIONS, type AcmeConfig } from './config.ts';
 import { DirectoryCertificateStore, FileAccountStore } from './file-store.ts';
-import { type HostDefaults, type HostsFileResult, parseHostsText } from './host.ts';
+import type { HostDefaults } from './host.ts';
+import { FileHostSource, type HostSource } from './host-source.ts';
 import { type Clock, Issuer, systemClock } from './issuer.ts';
 import { createSelfCheck } from './self-check.ts';
 import { MemoryChallengeStore } from './stores.ts';
@@ -27,38 +27,37 @@ export interface AcmeService {
   close(): Promise<void>;
 }
 
-/** Optional overrides (tests): clock, randomness, CA client. */
+/** Optional overrides (tests, other modes): clock, randomness, CA client, Host source. */
 export interface StartOverrides {
   readonly clock?: Clock;
   readonly random?: () => number;
   readonly ca?: CaClient;
-}
-
-function readHosts(file: string, defaults: HostDefaults): HostsFileResult {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    return { kind: 'error', problems: [{ field: `${file}`, message: `cannot read: ${errorMessage(err)}` }] };
-  }
-  return parseHostsText(text, file, defaults);
+  readonly hosts?: HostSource;
 }
 
 /** Starts the challenge server, the admin server, the Hosts watcher and the issuer. */
-export async function start(config: AcmeConfig, rt: Runtime, overrides: StartOverrides = {}): Promise<AcmeService> {
+export async function start(
+  config: AcmeConfig,
+  rt: Runtime,
+  overrides: StartOverrides = {},
+): Promise<AcmeService> {
   const log = rt.logger;
   const defaults: HostDefaults = {
     namespace: config.defaultNamespace,
     authority: config.defaultAuthority,
     ambassadorIds: config.ambassadorId,
   };
-  const first = readHosts(config.hostsFile, defaults);
+  const source = overrides.hosts ?? new FileHostSource(config.hostsFile, defaults, config.hostsPollInterval);
+  const first = source.load();
   if (first.kind === 'error') throw new ConfigError(first.problems);
 
-  const certDir = resolve(config.certDir);
+  // Without a Hosts file nothing is ever written; the directories are then only placeholders.
+  const certDir = resolve(config.certDir ?? 'certs');
   const accountDir = resolve(config.accountDir ?? join(certDir, '_accounts'));
-  await mkdir(certDir, { recursive: true });
-  await mkdir(accountDir, { recursive: true, mode: 0o700 });
+  if (config.hostsFile !== undefined) {
+    await mkdir(certDir, { recursive: true });
+    await mkdir(accountDir, { recursive: true, mode: 0o700 });
+  } else log.warn('no --hosts-file: no Hosts, the challenge server only');
 
   const requestSeconds = new Histogram({
     name: 'acme_request_duration_seconds',
@@ -113,7 +112,7 @@ export async function start(config: AcmeConfig, rt: Runtime, overrides: StartOve
       clock,
       random: overrides.random ?? Math.random,
       ca,
-      certs: new DirectoryCertificateStore(certDir, config.envoyCertDir),
+      certs: new DirectoryCertificateStore(certDir, config.envoyCertDir, parseInt(config.keyFileMode, 8)),
       accounts: new FileAccountStore(accountDir),
       challenges,
       logger: log.child({ component: 'issuer' }),
@@ -164,7 +163,8 @@ export async function start(config: AcmeConfig, rt: Runtime, overrides: StartOve
     collect() {
       this.reset();
       for (const c of issuer.certificates())
-        if (c.notAfter !== undefined) this.set({ secret: c.secret, temporary: String(c.temporary) }, c.notAfter / 1000);
+        if (c.notAfter !== undefined)
+          this.set({ secret: c.secret, temporary: String(c.temporary) }, c.notAfter / 1000);
     },
   });
   new Gauge({
@@ -216,17 +216,17 @@ export async function start(config: AcmeConfig, rt: Runtime, overrides: StartOve
   await issuer.setHosts(first.hosts);
   rt.health.set('hosts', true);
   log.info({ file: config.hostsFile, hosts: first.hosts.length, ignored: first.ignored }, 'hosts loaded');
-  const watcher = watchPaths([config.hostsFile], config.hostsPollInterval, async () => {
-    const next = readHosts(config.hostsFile, defaults);
-    if (next.kind === 'error') {
+  const watcher = source.watch(
+    async (hosts) => {
+      reloads.inc({ result: 'ok' });
+      await issuer.setHosts(hosts);
+      log.info({ file: config.hostsFile, hosts: hosts.length }, 'hosts reloaded');
+    },
+    (problems) => {
       reloads.inc({ result: 'error' });
-      log.error({ file: config.hostsFile, problems: next.problems }, 'hosts reload failed: keeping the last good Hosts');
-      return;
-    }
-    reloads.inc({ result: 'ok' });
-    await issuer.setHosts(next.hosts);
-    log.info({ file: config.hostsFile, hosts: next.hosts.length }, 'hosts reloaded');
-  });
+      log.error({ file: config.hostsFile, problems }, 'hosts reload failed: keeping the last good Hosts');
+    },
+  );
   rt.health.set('listeners', true);
   log.info({ challengePort, adminPort: admin.port, certDir }, 'acme started');
 

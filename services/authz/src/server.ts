@@ -1,4 +1,3 @@
-import type { Registry } from 'prom-client';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
 import { errorMessage } from '@extsvc/common/errors';
@@ -37,13 +36,22 @@ function policyView(p: Policy): unknown {
     providers: [...p.providers.values()].map((v) => ({
       name: v.name,
       issuer: v.issuer,
-      keys: v.keys.kind === 'inline' ? 'inline' : v.keys.kind === 'none' ? 'hmac' : `${v.keys.kind} ${v.keys.url}`,
+      keys:
+        v.keys.kind === 'inline'
+          ? 'inline'
+          : v.keys.kind === 'none'
+            ? 'hmac'
+            : `${v.keys.kind} ${v.keys.url}`,
       hmacSecret: v.hmacSecret ? '(redacted)' : undefined,
       audiences: v.audiences,
       algorithms: v.algorithms,
       clockSkewSec: v.clockSkewSec,
     })),
-    apiKeySets: [...p.apiKeySets.values()].map((s) => ({ name: s.name, header: s.header, keys: s.keys.map((k) => k.name) })),
+    apiKeySets: [...p.apiKeySets.values()].map((s) => ({
+      name: s.name,
+      header: s.header,
+      keys: s.keys.map((k) => k.name),
+    })),
     rules: p.rules.map((r) => r.name),
     policies: Object.fromEntries([...p.policies].map(([k, rs]) => [k, rs.map((r) => r.name)])),
     reservedHeaders: p.reservedHeaders,
@@ -54,7 +62,7 @@ function policyView(p: Policy): unknown {
 export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = {}): Promise<AuthzService> {
   const env = deps.env ?? {};
   const log = rt.logger.child({ component: 'authz' });
-  const metrics = createMetrics(rt.registry as Registry);
+  const metrics = createMetrics(rt.registry);
   const load = (): Policy => (config.policyFile ? loadPolicyFile(config.policyFile, env) : emptyPolicy());
   const policy = load(); // a ConfigError here exits 2 with file and field
   if (!config.policyFile) log.warn('no --policy-file: every request is denied');
@@ -74,7 +82,12 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   const observe: CheckObserver = (transport, d: Decision, startedNs) => {
     metrics.duration.observe({ transport }, Number(process.hrtime.bigint() - startedNs) / 1e9);
     metrics.decisions.inc({ transport, result: d.kind, reason: d.reason, rule: d.rule });
-    if (d.kind !== 'allow') log.debug({ transport, result: d.kind, reason: d.reason, rule: d.rule }, 'denied');
+    metrics.checks.inc({ transport, result: d.kind });
+    // Per-request denies are counted in metrics and logged at debug (a token flood must not flood the logs);
+    // errors are rare and infrastructure-related, so they are logged at warn. Never token contents.
+    if (d.kind === 'deny') log.debug({ transport, reason: d.reason, rule: d.rule }, 'denied');
+    else if (d.kind === 'error')
+      log.warn({ transport, reason: d.reason, rule: d.rule }, 'check failed: Envoy failure mode applies');
   };
   const decide = (req: Parameters<Authorizer['decide']>[0]) => authorizer.decide(req);
 
@@ -121,7 +134,8 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       log.error({ err: errorMessage(err) }, 'policy reload failed: keeping the last good policy');
     }
   };
-  if (config.policyFile && config.policyPollMs > 0) watcher = watchPaths(policy.files, config.policyPollMs, reload);
+  if (config.policyFile && config.policyPollMs > 0)
+    watcher = watchPaths(policy.files, config.policyPollMs, reload);
 
   const admin = await startAdmin({
     service: rt.service,

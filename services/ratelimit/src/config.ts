@@ -5,39 +5,108 @@ import { COMMON_OPTIONS } from '@extsvc/common/runtime';
 /** Flags and environment variables of ratelimit; names follow envoyproxy/ratelimit where the meaning is the same. */
 export const RATELIMIT_OPTIONS = {
   ...COMMON_OPTIONS,
-  'grpc-host': { kind: 'string', env: 'GRPC_HOST', default: '0.0.0.0', doc: 'gRPC RateLimitService listener host.' },
-  'grpc-port': { kind: 'port', env: 'GRPC_PORT', default: 8081, doc: 'gRPC envoy.service.ratelimit.v3.RateLimitService port.' },
-  'http-host': { kind: 'string', env: 'HOST', default: '0.0.0.0', doc: 'HTTP listener host (/json, /healthcheck).' },
-  'http-port': { kind: 'port', env: 'PORT', default: 8080, doc: 'HTTP port: POST /json and GET /healthcheck, as the reference.' },
-  'admin-port': { kind: 'port', env: 'ADMIN_PORT', default: 6070, doc: 'Admin port: /healthz /readyz /metrics /config /rlconfig.' },
+  'grpc-host': {
+    kind: 'string',
+    env: 'GRPC_HOST',
+    default: '0.0.0.0',
+    doc: 'gRPC RateLimitService listener host.',
+  },
+  'grpc-port': {
+    kind: 'port',
+    env: 'GRPC_PORT',
+    default: 8081,
+    doc: 'gRPC envoy.service.ratelimit.v3.RateLimitService port.',
+  },
+  'http-host': {
+    kind: 'string',
+    env: 'HOST',
+    default: '0.0.0.0',
+    doc: 'HTTP listener host (/json, /healthcheck).',
+  },
+  'http-port': {
+    kind: 'port',
+    env: 'PORT',
+    default: 8080,
+    doc: 'HTTP port: POST /json and GET /healthcheck, as the reference.',
+  },
+  'admin-port': {
+    kind: 'port',
+    env: 'ADMIN_PORT',
+    default: 6070,
+    doc: 'Admin port: /healthz /readyz /metrics /config /rlconfig.',
+  },
   'config-dir': {
     kind: 'string',
     env: 'CONFIG_DIR',
     doc: 'Directory of rate limit YAML files; when unset, RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY.',
   },
-  'runtime-root': { kind: 'string', env: 'RUNTIME_ROOT', default: '/srv/runtime_data/current', doc: 'Reference layout: runtime root.' },
-  'runtime-subdirectory': { kind: 'string', env: 'RUNTIME_SUBDIRECTORY', default: '', doc: 'Reference layout: subdirectory of the root.' },
-  'runtime-appdirectory': { kind: 'string', env: 'RUNTIME_APPDIRECTORY', default: 'config', doc: 'Reference layout: directory holding the YAML files.' },
+  'runtime-root': {
+    kind: 'string',
+    env: 'RUNTIME_ROOT',
+    default: '/srv/runtime_data/current',
+    doc: 'Reference layout: runtime root.',
+  },
+  'runtime-subdirectory': {
+    kind: 'string',
+    env: 'RUNTIME_SUBDIRECTORY',
+    default: '',
+    doc: 'Reference layout: subdirectory of the root.',
+  },
+  'runtime-appdirectory': {
+    kind: 'string',
+    env: 'RUNTIME_APPDIRECTORY',
+    default: 'config',
+    doc: 'Reference layout: directory holding the YAML files.',
+  },
   'runtime-ignoredotfiles': {
     kind: 'bool',
     env: 'RUNTIME_IGNOREDOTFILES',
     default: true,
     doc: 'Skip files and directories whose name starts with a dot (`..data` entries are always skipped).',
   },
-  'runtime-watch-root': { kind: 'bool', env: 'RUNTIME_WATCH_ROOT', default: true, doc: 'Accepted for compatibility; the directory is always polled, which sees symlink swaps.' },
-  'config-poll-interval': { kind: 'duration', env: 'CONFIG_POLL_INTERVAL', default: 1000, doc: 'How often the config directory is checked for changes.' },
-  'merge-domain-config': { kind: 'bool', env: 'MERGE_DOMAIN_CONFIG', default: false, doc: 'Merge files that declare the same domain instead of rejecting them.' },
+  'runtime-watch-root': {
+    kind: 'bool',
+    env: 'RUNTIME_WATCH_ROOT',
+    default: true,
+    doc: 'Accepted for compatibility; the directory is always polled, which sees symlink swaps.',
+  },
+  'config-poll-interval': {
+    kind: 'duration',
+    env: 'CONFIG_POLL_INTERVAL',
+    default: 1000,
+    doc: 'How often the config directory is checked for changes.',
+  },
+  'merge-domain-config': {
+    kind: 'bool',
+    env: 'MERGE_DOMAIN_CONFIG',
+    default: false,
+    doc: 'Merge files that declare the same domain instead of rejecting them.',
+  },
   'healthy-with-at-least-one-config-loaded': {
     kind: 'bool',
     env: 'HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED',
     default: false,
     doc: 'Health requires a loaded configuration with at least one domain.',
   },
-  'redis-url': { kind: 'string', env: 'REDIS_URL', doc: 'Redis address (host:port, unix path, redis:// URL; sentinel: master,host:port,...; cluster: host:port,...). Unset: in-memory counters.' },
-  'redis-type': { kind: 'string', env: 'REDIS_TYPE', default: 'single', doc: 'single, sentinel or cluster (case-insensitive).' },
+  'redis-url': {
+    kind: 'string',
+    env: 'REDIS_URL',
+    doc: 'Redis address (host:port, unix path, redis:// URL; sentinel: master,host:port,...; cluster: host:port,...). Unset: in-memory counters.',
+  },
+  'redis-type': {
+    kind: 'string',
+    env: 'REDIS_TYPE',
+    default: 'single',
+    doc: 'single, sentinel or cluster (case-insensitive).',
+  },
   'redis-socket-type': { kind: 'string', env: 'REDIS_SOCKET_TYPE', default: 'tcp', doc: 'tcp or unix.' },
   'redis-auth': { kind: 'string', env: 'REDIS_AUTH', secret: true, doc: 'password or user:password.' },
-  'redis-sentinel-auth': { kind: 'string', env: 'REDIS_SENTINEL_AUTH', secret: true, doc: 'Sentinel password.' },
+  'redis-sentinel-auth': {
+    kind: 'string',
+    env: 'REDIS_SENTINEL_AUTH',
+    secret: true,
+    doc: 'Sentinel password.',
+  },
   'redis-tls': { kind: 'bool', env: 'REDIS_TLS', default: false, doc: 'Connect to Redis with TLS.' },
   'redis-timeout': { kind: 'duration', env: 'REDIS_TIMEOUT', default: 10_000, doc: 'Redis connect timeout.' },
   'redis-op-timeout': {
@@ -52,9 +121,25 @@ export const RATELIMIT_OPTIONS = {
     default: false,
     doc: 'Answer OK when Redis fails instead of a gRPC error (UNAVAILABLE) that Envoy failure_mode_deny decides on.',
   },
-  'cache-key-prefix': { kind: 'string', env: 'CACHE_KEY_PREFIX', default: '', doc: 'Prefix of every counter key.' },
-  'expiration-jitter-max-seconds': { kind: 'int', env: 'EXPIRATION_JITTER_MAX_SECONDS', default: 300, min: 0, doc: 'Random extra TTL seconds on counter keys.' },
-  'local-cache-size': { kind: 'int', env: 'LOCAL_CACHE_SIZE', min: 0, doc: 'Entries of the local over-limit cache (0: off).' },
+  'cache-key-prefix': {
+    kind: 'string',
+    env: 'CACHE_KEY_PREFIX',
+    default: '',
+    doc: 'Prefix of every counter key.',
+  },
+  'expiration-jitter-max-seconds': {
+    kind: 'int',
+    env: 'EXPIRATION_JITTER_MAX_SECONDS',
+    default: 300,
+    min: 0,
+    doc: 'Random extra TTL seconds on counter keys.',
+  },
+  'local-cache-size': {
+    kind: 'int',
+    env: 'LOCAL_CACHE_SIZE',
+    min: 0,
+    doc: 'Entries of the local over-limit cache (0: off).',
+  },
   'local-cache-size-in-bytes': {
     kind: 'int',
     env: 'LOCAL_CACHE_SIZE_IN_BYTES',
@@ -62,19 +147,56 @@ export const RATELIMIT_OPTIONS = {
     min: 0,
     doc: 'Reference setting; when LOCAL_CACHE_SIZE is unset, enables the cache with bytes/128 entries.',
   },
-  'near-limit-ratio': { kind: 'float', env: 'NEAR_LIMIT_RATIO', default: 0.8, min: 0, max: 1, doc: 'Share of a limit above which hits count as near_limit.' },
-  'shadow-mode': { kind: 'bool', env: 'SHADOW_MODE', default: false, doc: 'Global shadow mode: overall_code is always OK (statuses unchanged).' },
-  'quota-mode': { kind: 'bool', env: 'QUOTA_MODE', default: false, doc: 'Treat every descriptor as quota_mode.' },
-  'response-dynamic-metadata': { kind: 'bool', env: 'RESPONSE_DYNAMIC_METADATA', default: false, doc: 'Return dynamic_metadata (domain, descriptors, metadata).' },
+  'near-limit-ratio': {
+    kind: 'float',
+    env: 'NEAR_LIMIT_RATIO',
+    default: 0.8,
+    min: 0,
+    max: 1,
+    doc: 'Share of a limit above which hits count as near_limit.',
+  },
+  'shadow-mode': {
+    kind: 'bool',
+    env: 'SHADOW_MODE',
+    default: false,
+    doc: 'Global shadow mode: overall_code is always OK (statuses unchanged).',
+  },
+  'quota-mode': {
+    kind: 'bool',
+    env: 'QUOTA_MODE',
+    default: false,
+    doc: 'Treat every descriptor as quota_mode.',
+  },
+  'response-dynamic-metadata': {
+    kind: 'bool',
+    env: 'RESPONSE_DYNAMIC_METADATA',
+    default: false,
+    doc: 'Return dynamic_metadata (domain, descriptors, metadata).',
+  },
   'limit-response-headers-enabled': {
     kind: 'bool',
     env: 'LIMIT_RESPONSE_HEADERS_ENABLED',
     default: false,
     doc: 'Add RateLimit-Limit / -Remaining / -Reset to response_headers_to_add.',
   },
-  'limit-limit-header': { kind: 'string', env: 'LIMIT_LIMIT_HEADER', default: 'RateLimit-Limit', doc: 'Name of the limit header.' },
-  'limit-remaining-header': { kind: 'string', env: 'LIMIT_REMAINING_HEADER', default: 'RateLimit-Remaining', doc: 'Name of the remaining header.' },
-  'limit-reset-header': { kind: 'string', env: 'LIMIT_RESET_HEADER', default: 'RateLimit-Reset', doc: 'Name of the reset header.' },
+  'limit-limit-header': {
+    kind: 'string',
+    env: 'LIMIT_LIMIT_HEADER',
+    default: 'RateLimit-Limit',
+    doc: 'Name of the limit header.',
+  },
+  'limit-remaining-header': {
+    kind: 'string',
+    env: 'LIMIT_REMAINING_HEADER',
+    default: 'RateLimit-Remaining',
+    doc: 'Name of the remaining header.',
+  },
+  'limit-reset-header': {
+    kind: 'string',
+    env: 'LIMIT_RESET_HEADER',
+    default: 'RateLimit-Reset',
+    doc: 'Name of the reset header.',
+  },
   'metrics-max-keys': {
     kind: 'int',
     env: 'METRICS_MAX_KEYS',
@@ -87,21 +209,42 @@ export const RATELIMIT_OPTIONS = {
 /** Parsed ratelimit configuration. */
 export type RatelimitConfig = Extract<ParseResult<typeof RATELIMIT_OPTIONS>, { kind: 'options' }>['options'];
 
+const LOG_LEVELS: Readonly<Record<string, string>> = { warning: 'warn', panic: 'fatal' };
+
+/**
+ * Accepts the reference's spellings so that a deployment can switch images without edits:
+ * LOG_LEVEL in any case (WARN, debug, warning), DEBUG_HOST / DEBUG_PORT for the admin listener.
+ */
+function referenceEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = { ...env };
+  const level = env['LOG_LEVEL']?.toLowerCase();
+  if (level) out['LOG_LEVEL'] = LOG_LEVELS[level] ?? level;
+  out['ADMIN_PORT'] ??= env['DEBUG_PORT'];
+  out['ADMIN_HOST'] ??= env['DEBUG_HOST'];
+  return out;
+}
+
 /** Parses ratelimit options from argv and env; throws ConfigError with every problem. */
 export function loadConfig(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): ParseResult<typeof RATELIMIT_OPTIONS> {
-  const r = parseOptions(RATELIMIT_OPTIONS, argv, env, {
+  const r = parseOptions(RATELIMIT_OPTIONS, argv, referenceEnv(env), {
     name: 'extsvc-ratelimit',
     summary: 'Envoy RLS v3 rate limit service, compatible with envoyproxy/ratelimit configuration files.',
   });
   if (r.kind === 'options') {
     const problems = [];
     if (!['single', 'sentinel', 'cluster'].includes(r.options.redisType.toLowerCase()))
-      problems.push({ field: 'REDIS_TYPE', message: `must be single, sentinel or cluster, got '${r.options.redisType}'` });
+      problems.push({
+        field: 'REDIS_TYPE',
+        message: `must be single, sentinel or cluster, got '${r.options.redisType}'`,
+      });
     if (!['tcp', 'unix'].includes(r.options.redisSocketType.toLowerCase()))
-      problems.push({ field: 'REDIS_SOCKET_TYPE', message: `must be tcp or unix, got '${r.options.redisSocketType}'` });
+      problems.push({
+        field: 'REDIS_SOCKET_TYPE',
+        message: `must be tcp or unix, got '${r.options.redisSocketType}'`,
+      });
     if (problems.length > 0) throw new ConfigError(problems);
   }
   return r;

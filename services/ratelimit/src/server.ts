@@ -1,6 +1,15 @@
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { randomInt } from 'node:crypto';
-import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type ServiceError as GrpcError } from '@grpc/grpc-js';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
+import {
+  status as GrpcStatus,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServiceError as GrpcError,
+} from '@grpc/grpc-js';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
@@ -57,7 +66,10 @@ export function coreSettings(c: RatelimitConfig): CoreSettings {
 function grpcError(err: unknown): Partial<GrpcError> {
   if (err instanceof ServiceError) return { code: GrpcStatus.UNKNOWN, details: err.message };
   if (err instanceof StoreError)
-    return { code: GrpcStatus.UNAVAILABLE, details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable' };
+    return {
+      code: GrpcStatus.UNAVAILABLE,
+      details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable',
+    };
   return { code: GrpcStatus.INTERNAL, details: 'internal error' };
 }
 
@@ -73,10 +85,15 @@ async function readBody(req: IncomingMessage, max: number): Promise<string> {
 }
 
 /** Starts rules loading, the counter store, the gRPC and HTTP listeners and the admin server. */
-export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDeps = {}): Promise<RatelimitService> {
+export async function start(
+  config: RatelimitConfig,
+  rt: Runtime,
+  deps: StartDeps = {},
+): Promise<RatelimitService> {
   const log = rt.logger;
   const now = deps.now ?? Date.now;
-  const random = deps.random ?? (() => randomInt(0, 1 << 30) / (1 << 30));
+  // only spreads key expiries (EXPIRATION_JITTER_MAX_SECONDS): no need for a cryptographic source
+  const random = deps.random ?? Math.random;
   const metrics = new Metrics(rt.registry, config.metricsMaxKeys);
 
   const holder = new RulesHolder(
@@ -93,7 +110,11 @@ export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDep
       onOutcome: (o) => {
         metrics.configLoad.inc({ result: o.kind === 'loaded' ? 'success' : 'error' });
         if (config.healthyWithAtLeastOneConfigLoaded)
-          rt.health.set('config', (holder.rules?.domains.size ?? 0) > 0, holder.rules ? undefined : 'no configuration loaded');
+          rt.health.set(
+            'config',
+            (holder.rules?.domains.size ?? 0) > 0,
+            holder.rules ? undefined : 'no configuration loaded',
+          );
       },
     },
   );
@@ -141,11 +162,19 @@ export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDep
     port: config.grpcPort,
     health: rt.health,
     healthNames: ['ratelimit', 'envoy.service.ratelimit.v3.RateLimitService'],
+    // channelz bookkeeping costs CPU on every call and nothing here reads it
+    channelOptions: { 'grpc.enable_channelz': 0 },
     services: [
       {
-        definition: serviceDefinition(['envoy/service/ratelimit/v3/rls.proto'], 'envoy.service.ratelimit.v3.RateLimitService'),
+        definition: serviceDefinition(
+          ['envoy/service/ratelimit/v3/rls.proto'],
+          'envoy.service.ratelimit.v3.RateLimitService',
+        ),
         implementation: {
-          ShouldRateLimit(call: ServerUnaryCall<RateLimitRequest__Output, RateLimitResponse>, cb: sendUnaryData<RateLimitResponse>) {
+          ShouldRateLimit(
+            call: ServerUnaryCall<RateLimitRequest__Output, RateLimitResponse>,
+            cb: sendUnaryData<RateLimitResponse>,
+          ) {
             service.shouldRateLimit(fromGrpc(call.request)).then(
               (r) => {
                 metrics.requests.inc({ code: r.overallCode });
@@ -172,7 +201,12 @@ export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDep
     }
     if (path === '/json') {
       const badRequest = (): void => {
-        res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff' }).end('Bad Request\n');
+        res
+          .writeHead(400, {
+            'content-type': 'text/plain; charset=utf-8',
+            'x-content-type-options': 'nosniff',
+          })
+          .end('Bad Request\n');
       };
       readBody(req, 1 << 20)
         .then(async (body) => {
@@ -219,21 +253,27 @@ export async function start(config: RatelimitConfig, rt: Runtime, deps: StartDep
       options: redactedView(RATELIMIT_OPTIONS, config),
       store: store.kind,
       rules: holder.rules
-        ? { files: holder.rules.files, domains: [...holder.rules.domains.keys()], limits: dumpRuleSet(holder.rules), loadedAt: holder.loadedAt }
+        ? {
+            files: holder.rules.files,
+            domains: [...holder.rules.domains.keys()],
+            limits: dumpRuleSet(holder.rules),
+            loadedAt: holder.loadedAt,
+          }
         : null,
       lastLoadError: holder.lastError ?? null,
     }),
     routes: (app) => {
       app.get('/rlconfig', async (_req, reply) =>
-        reply
-          .header('content-type', 'text/plain; charset=utf-8')
-          .send(
-            holder.rules
-              ? dumpRuleSet(holder.rules)
-                  .map((l) => `${String(l['key'])}: ${JSON.stringify(l['limits'])}${l['shadow_mode'] ? ' shadow_mode' : ''}`)
-                  .join('\n') + '\n'
-              : '',
-          ),
+        reply.header('content-type', 'text/plain; charset=utf-8').send(
+          holder.rules
+            ? dumpRuleSet(holder.rules)
+                .map(
+                  (l) =>
+                    `${String(l['key'])}: ${JSON.stringify(l['limits'])}${l['shadow_mode'] ? ' shadow_mode' : ''}`,
+                )
+                .join('\n') + '\n'
+            : '',
+        ),
       );
     },
   });

@@ -1,0 +1,53 @@
+import type { RenewalWindow } from './renewal.ts';
+
+/** An ACME account as the CA client needs it. */
+export interface AccountParams {
+  /** ACME directory URL. */
+  readonly directoryUrl: string;
+  /** Account private key PEM. */
+  readonly keyPem: string;
+  /** Account URL (kid) when already registered. */
+  readonly accountUrl?: string;
+  /** Contact e-mail. */
+  readonly email?: string;
+}
+
+/** An HTTP-01 challenge to publish. */
+export interface ChallengeToSolve {
+  readonly token: string;
+  readonly keyAuthorization: string;
+  /** The identifier being validated. */
+  readonly name: string;
+}
+
+/** What the issuer provides to solve HTTP-01 challenges. */
+export interface ChallengeHooks {
+  /** Publishes the token (the challenge server answers it from now on). */
+  present(c: ChallengeToSolve): Promise<void>;
+  /** Optional self-check before asking the CA to validate; throws AcmeError ERR_SELF_CHECK. */
+  selfCheck?(c: ChallengeToSolve): Promise<void>;
+  /** Stops serving the token (valid or not). */
+  remove(c: ChallengeToSolve): Promise<void>;
+}
+
+/** The ACME protocol as the issuer core sees it; acme-client behind it (acme-ca.ts), fakes in tests. */
+export interface CaClient {
+  /** Finds the account of this key (onlyReturnExisting) or registers it; returns the account URL. */
+  account(account: AccountParams): Promise<string>;
+  /**
+   * Orders a certificate for `names`, solves HTTP-01 through `hooks`, finalizes with a CSR for
+   * `keyPem`; returns the chain PEM (leaf first). Throws AcmeError.
+   */
+  order(req: {
+    readonly account: AccountParams & { readonly accountUrl: string };
+    readonly names: readonly string[];
+    readonly keyPem: string;
+    readonly hooks: ChallengeHooks;
+    /** The chain being renewed, for ARI `replaces` (when the CA supports it). */
+    readonly replaces?: string;
+  }): Promise<string>;
+  /** The CA's suggested renewal window for a chain (RFC 9773), undefined when the CA has no ARI. */
+  renewalInfo(directoryUrl: string, chainPem: string): Promise<RenewalWindow | undefined>;
+  /** Releases connections. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,203 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { SecretRef } from './host.ts';
+import type {
+  AccountStore,
+  CertificateMeta,
+  CertificateStore,
+  StoredAccount,
+  StoredCertificate,
+} from './stores.ts';
+
+const DATA = '..data';
+
+/** Writes a file atomically: temp file in the same directory, fsync, rename over the target. */
+export async function writeFileAtomic(path: string, content: string, mode: number): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const fh = await open(tmp, constants.O_CREAT | constants.O_WRONLY | constants.O_EXCL, mode);
+  try {
+    await fh.writeFile(content);
+    await fh.chmod(mode);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** The Envoy SDS name of a tlsSecret: `namespace/name` (file mode). */
+export function sdsSecretName(secret: SecretRef): string {
+  return `${secret.namespace}/${secret.name}`;
+}
+
+/**
+ * Renders the Envoy SDS file of one tlsSecret. The certificate files are symlinks through `..data`,
+ * swapped with one rename; `watched_directory` makes Envoy reread the pair on that move and check
+ * that cert and key were read consistently (Envoy docs, "Example three" of the secret page).
+ */
+export function renderSdsYaml(secret: SecretRef, dir: string): string {
+  return [
+    'resources:',
+    '  - "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+    `    name: ${JSON.stringify(sdsSecretName(secret))}`,
+    '    tls_certificate:',
+    `      certificate_chain: { filename: ${JSON.stringify(join(dir, 'tls.crt'))} }`,
+    `      private_key: { filename: ${JSON.stringify(join(dir, 'tls.key'))} }`,
+    `      watched_directory: { path: ${JSON.stringify(dir)} }`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * File-mode certificate store. Layout per tlsSecret, the Kubernetes volume layout (atomic swaps):
+ *
+ *   <root>/<namespace>/<name>/..<version>/{tls.crt,tls.key,meta.json}
+ *   <root>/<namespace>/<name>/..data -> ..<version>     (replaced with one rename)
+ *   <root>/<namespace>/<name>/{tls.crt,tls.key,meta.json} -> ..data/<file>
+ *   <root>/<namespace>/<name>/sds.yaml                   (Envoy SDS, paths as Envoy sees them)
+ */
+export class DirectoryCertificateStore implements CertificateStore {
+  readonly #root: string;
+  readonly #envoyRoot: string;
+  readonly #keyMode: number;
+
+  /**
+   * `envoyRoot` is the same directory as Envoy mounts it (defaults to `root`); `keyMode` the mode of
+   * tls.key (0600 by default; 0640 when Envoy reads it through a shared group).
+   */
+  constructor(root: string, envoyRoot?: string, keyMode = 0o600) {
+    this.#root = resolve(root);
+    this.#envoyRoot = envoyRoot ?? this.#root;
+    this.#keyMode = keyMode;
+  }
+
+  /** Directory of one tlsSecret. */
+  dir(secret: SecretRef): string {
+    return join(this.#root, secret.namespace, secret.name);
+  }
+
+  /** Path of the SDS file of one tlsSecret (as written here). */
+  sdsPath(secret: SecretRef): string {
+    return join(this.dir(secret), 'sds.yaml');
+  }
+
+  async read(secret: SecretRef): Promise<StoredCertificate | undefined> {
+    const dir = this.dir(secret);
+    // Resolve ..data once so the three files come from the same version even during a swap.
+    let version: string;
+    try {
+      version = await readlink(join(dir, DATA));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const base = join(dir, version);
+    const [chainPem, keyPem, metaText] = await Promise.all([
+      readOptional(join(base, 'tls.crt')),
+      readOptional(join(base, 'tls.key')),
+      readOptional(join(base, 'meta.json')),
+    ]);
+    if (chainPem === undefined || keyPem === undefined) return undefined;
+    let meta: CertificateMeta = { temporary: false, names: [], issuedAt: '' };
+    if (metaText !== undefined) {
+      try {
+        meta = JSON.parse(metaText) as CertificateMeta;
+      } catch {
+        // A corrupt meta.json only loses the temporary flag; the certificate itself is checked.
+      }
+    }
+    return { chainPem, keyPem, meta };
+  }
+
+  async write(secret: SecretRef, cert: StoredCertificate): Promise<void> {
+    const dir = this.dir(secret);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const version = `..${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
+    const vdir = join(dir, version);
+    await mkdir(vdir, { mode: 0o755 });
+    await writeFileAtomic(join(vdir, 'tls.key'), cert.keyPem, this.#keyMode);
+    await writeFileAtomic(join(vdir, 'tls.crt'), cert.chainPem, 0o644);
+    await writeFileAtomic(join(vdir, 'meta.json'), `${JSON.stringify(cert.meta, null, 2)}\n`, 0o644);
+    const tmpLink = join(dir, `..data_tmp-${randomBytes(4).toString('hex')}`);
+    await symlink(version, tmpLink);
+    await rename(tmpLink, join(dir, DATA));
+    for (const f of ['tls.crt', 'tls.key', 'meta.json']) {
+      const p = join(dir, f);
+      const isLink = await lstat(p).then(
+        (s) => s.isSymbolicLink(),
+        () => false,
+      );
+      if (isLink) continue;
+      const tmp = `${p}.tmp-${randomBytes(4).toString('hex')}`;
+      await symlink(join(DATA, f), tmp);
+      await rename(tmp, p);
+    }
+    const envoyDir = join(this.#envoyRoot, secret.namespace, secret.name);
+    const sds = renderSdsYaml(secret, envoyDir);
+    if ((await readOptional(this.sdsPath(secret))) !== sds)
+      await writeFileAtomic(this.sdsPath(secret), sds, 0o644);
+    // Old versions (and leftovers of a crash between mkdir and the swap) are removed last.
+    for (const entry of await readdir(dir)) {
+      if (entry.startsWith('..') && entry !== DATA && entry !== version)
+        await rm(join(dir, entry), { recursive: true, force: true });
+      else if (entry.includes('.tmp-')) await rm(join(dir, entry), { force: true });
+    }
+  }
+}
+
+/**
+ * File-mode account store: `<root>/<id>/user.key` (PEM, 0600) and `account.json` (URL, 0600) in a
+ * 0700 directory. A key that exists but cannot be read is an error, never silently regenerated.
+ */
+export class FileAccountStore implements AccountStore {
+  readonly #root: string;
+  constructor(root: string) {
+    this.#root = resolve(root);
+  }
+
+  async load(id: string): Promise<StoredAccount | undefined> {
+    const dir = join(this.#root, id);
+    const keyPem = await readOptional(join(dir, 'user.key'));
+    if (keyPem === undefined) return undefined;
+    const info = await readOptional(join(dir, 'account.json'));
+    let parsed: { accountUrl?: string; directoryUrl?: string; keyId?: string } = {};
+    if (info !== undefined) {
+      try {
+        parsed = JSON.parse(info) as typeof parsed;
+      } catch {
+        // Without a readable URL the account is found again with onlyReturnExisting.
+      }
+    }
+    return {
+      keyPem,
+      ...(typeof parsed.accountUrl === 'string' ? { accountUrl: parsed.accountUrl } : {}),
+      ...(typeof parsed.directoryUrl === 'string' ? { directoryUrl: parsed.directoryUrl } : {}),
+      ...(typeof parsed.keyId === 'string' ? { keyId: parsed.keyId } : {}),
+    };
+  }
+
+  async save(id: string, account: StoredAccount): Promise<void> {
+    const dir = join(this.#root, id);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const current = await readOptional(join(dir, 'user.key'));
+    if (current !== account.keyPem) await writeFileAtomic(join(dir, 'user.key'), account.keyPem, 0o600);
+    const info = { accountUrl: account.accountUrl, directoryUrl: account.directoryUrl, keyId: account.keyId };
+    await writeFileAtomic(join(dir, 'account.json'), `${JSON.stringify(info, null, 2)}\n`, 0o600);
+  }
+}

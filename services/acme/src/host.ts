@@ -1,0 +1,328 @@
+import { isIP } from 'node:net';
+import { parseAllDocuments } from 'yaml';
+import type { ConfigProblem } from '@extsvc/common/errors';
+
+/** Let's Encrypt production directory: the authority of a Host that names none (as Edge Stack). */
+export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
+
+/** API versions read as Emissary Host resources. */
+export const HOST_API_VERSIONS = ['getambassador.io/v3alpha1', 'getambassador.io/v2'] as const;
+
+/** A reference to a Secret (tlsSecret, privateKeySecret), namespace resolved. */
+export interface SecretRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** The ACME provider of a valid Host that asks for certificates. */
+export interface AcmeProvider {
+  /** ACME directory URL. */
+  readonly authority: string;
+  /** Account contact, optional. */
+  readonly email?: string;
+  /** Where the account key lives (default derived from authority and email). */
+  readonly privateKeySecret?: SecretRef;
+}
+
+/** Where a Host came from: file and document index, for messages. */
+export interface HostOrigin {
+  readonly file: string;
+  readonly index: number;
+}
+
+/** A Host that passed validation. */
+export interface ValidHost {
+  readonly kind: 'acme' | 'none';
+  /** `namespace/name`. */
+  readonly key: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly hostname: string;
+  /** Present when kind is 'acme'. */
+  readonly acme?: AcmeProvider;
+  readonly tlsSecret?: SecretRef;
+  readonly origin: HostOrigin;
+}
+
+/** A Host that failed validation: it gets state Error with `reason`, others are unaffected. */
+export interface InvalidHost {
+  readonly kind: 'invalid';
+  readonly key: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly hostname?: string;
+  readonly reason: string;
+  readonly origin: HostOrigin;
+}
+
+/** One parsed Host document. */
+export type ParsedHost = ValidHost | InvalidHost;
+
+/** Defaults applied while parsing Hosts. */
+export interface HostDefaults {
+  /** Namespace of Hosts without metadata.namespace. */
+  readonly namespace: string;
+  /** Authority of Hosts without acmeProvider.authority; 'none' to manage only explicit ones. */
+  readonly authority: string;
+  /** Accepted ambassador_id values; a Host without ambassador_id has ['default']. '*' accepts all. */
+  readonly ambassadorIds: readonly string[];
+}
+
+/** Result of reading a Hosts file: the Hosts, or file-level problems (YAML syntax) that block the file. */
+export type HostsFileResult =
+  | { readonly kind: 'ok'; readonly hosts: readonly ParsedHost[]; readonly ignored: number }
+  | { readonly kind: 'error'; readonly problems: readonly ConfigProblem[] };
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+/** Why `hostname` cannot get an HTTP-01 certificate, or undefined when it can. */
+export function hostnameProblem(hostname: string): string | undefined {
+  if (hostname === '' || hostname === '*') return 'spec.hostname is required (Emissary defaults it to "*")';
+  if (hostname.includes('*'))
+    return `wildcard hostname "${hostname}" cannot be validated with HTTP-01 (wildcards need DNS-01)`;
+  if (isIP(hostname) !== 0) return `hostname "${hostname}" is an IP address; ACME HTTP-01 needs a DNS name`;
+  if (hostname.length > 253) return `hostname "${hostname.slice(0, 40)}..." is longer than 253 characters`;
+  const labels = hostname.split('.');
+  if (labels.length < 2) return `hostname "${hostname}" is not a fully qualified domain name`;
+  if (hostname === 'localhost' || hostname.endsWith('.localhost'))
+    return `hostname "${hostname}" does not qualify for a public certificate`;
+  for (const label of labels)
+    if (!DNS_LABEL.test(label)) return `hostname "${hostname}" is not a valid DNS name (label "${label}")`;
+  return undefined;
+}
+
+function authorityProblem(authority: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(authority);
+  } catch {
+    return `spec.acmeProvider.authority "${authority}" is not a URL`;
+  }
+  if (url.protocol !== 'https:')
+    return `spec.acmeProvider.authority "${authority}" must be an https:// ACME directory URL`;
+  return undefined;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * Validates one Host document (already known to be kind Host). Per-Host problems become an
+ * InvalidHost; they never affect other Hosts.
+ */
+export function parseHost(
+  doc: Record<string, unknown>,
+  origin: HostOrigin,
+  defaults: HostDefaults,
+): ParsedHost {
+  const meta = isRecord(doc['metadata']) ? doc['metadata'] : {};
+  const spec = isRecord(doc['spec']) ? doc['spec'] : {};
+  const rawName = meta['name'];
+  const namespace = typeof meta['namespace'] === 'string' ? meta['namespace'] : defaults.namespace;
+  const name = typeof rawName === 'string' ? rawName : `#${origin.index}`;
+  const key = `${namespace}/${name}`;
+  const rawHostname = spec['hostname'];
+  const hostname = typeof rawHostname === 'string' ? rawHostname.trim().toLowerCase() : '';
+  const invalid = (reason: string): InvalidHost => ({
+    kind: 'invalid',
+    key,
+    namespace,
+    name,
+    ...(hostname !== '' ? { hostname } : {}),
+    reason,
+    origin,
+  });
+  const apiVersion = doc['apiVersion'];
+  if (typeof apiVersion !== 'string' || !(HOST_API_VERSIONS as readonly string[]).includes(apiVersion))
+    return invalid(`apiVersion must be one of ${HOST_API_VERSIONS.join(', ')}`);
+  if (typeof rawName !== 'string' || !DNS_SUBDOMAIN.test(rawName))
+    return invalid('metadata.name is required and must be a DNS subdomain name');
+  if (!DNS_LABEL.test(namespace)) return invalid('metadata.namespace must be a DNS label');
+  if (rawHostname !== undefined && typeof rawHostname !== 'string')
+    return invalid('spec.hostname must be a string');
+
+  const provider = spec['acmeProvider'];
+  if (provider !== undefined && !isRecord(provider)) return invalid('spec.acmeProvider must be an object');
+  const p = provider ?? {};
+  const rawAuthority = p['authority'];
+  if (rawAuthority !== undefined && typeof rawAuthority !== 'string')
+    return invalid('spec.acmeProvider.authority must be a string');
+  const authority = (rawAuthority ?? defaults.authority).trim();
+
+  let tlsSecret: SecretRef | undefined;
+  const ts = spec['tlsSecret'];
+  if (ts !== undefined) {
+    if (!isRecord(ts) || typeof ts['name'] !== 'string' || ts['name'] === '')
+      return invalid('spec.tlsSecret.name must be a non-empty string');
+    const tsNs = ts['namespace'] === undefined ? namespace : ts['namespace'];
+    if (typeof tsNs !== 'string' || !DNS_LABEL.test(tsNs))
+      return invalid('spec.tlsSecret.namespace must be a DNS label');
+    if (!DNS_SUBDOMAIN.test(ts['name']))
+      return invalid(`spec.tlsSecret.name "${ts['name']}" must be a DNS subdomain name`);
+    tlsSecret = { namespace: tsNs, name: ts['name'] };
+  }
+
+  if (authority.toLowerCase() === 'none') {
+    return {
+      kind: 'none',
+      key,
+      namespace,
+      name,
+      hostname,
+      ...(tlsSecret ? { tlsSecret } : {}),
+      origin,
+    };
+  }
+  const hostProblem = hostnameProblem(hostname);
+  if (hostProblem !== undefined) return invalid(hostProblem);
+  const authProblem = authorityProblem(authority);
+  if (authProblem !== undefined) return invalid(authProblem);
+  if (!tlsSecret)
+    return invalid('spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to');
+  const email = p['email'];
+  if (email !== undefined && (typeof email !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(email)))
+    return invalid('spec.acmeProvider.email must be an e-mail address');
+  let privateKeySecret: SecretRef | undefined;
+  const pks = p['privateKeySecret'];
+  if (pks !== undefined) {
+    if (!isRecord(pks) || typeof pks['name'] !== 'string')
+      return invalid('spec.acmeProvider.privateKeySecret.name must be a string');
+    if (pks['name'] !== '') {
+      if (!DNS_SUBDOMAIN.test(pks['name']))
+        return invalid('spec.acmeProvider.privateKeySecret.name must be a DNS subdomain name');
+      privateKeySecret = { namespace, name: pks['name'] };
+    }
+  }
+  return {
+    kind: 'acme',
+    key,
+    namespace,
+    name,
+    hostname,
+    acme: {
+      authority,
+      ...(typeof email === 'string' ? { email } : {}),
+      ...(privateKeySecret ? { privateKeySecret } : {}),
+    },
+    tlsSecret,
+    origin,
+  };
+}
+
+function ambassadorIdMatches(doc: Record<string, unknown>, accepted: readonly string[]): boolean {
+  if (accepted.includes('*')) return true;
+  const spec = isRecord(doc['spec']) ? doc['spec'] : {};
+  const raw = spec['ambassador_id'];
+  const ids = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw.map(String) : ['default'];
+  return ids.some((id) => accepted.includes(id));
+}
+
+/**
+ * Parses a multi-document YAML text of Emissary resources. Documents of other kinds, and Hosts of
+ * another ambassador_id, are ignored (counted). A YAML syntax error rejects the whole file: its
+ * Hosts cannot be told apart reliably.
+ */
+export function parseHostsText(text: string, file: string, defaults: HostDefaults): HostsFileResult {
+  const docs = parseAllDocuments(text);
+  const problems: ConfigProblem[] = [];
+  const list = Array.isArray(docs) ? docs : [docs];
+  list.forEach((d, i) => {
+    for (const e of d.errors)
+      problems.push({ field: `${file}: document ${i}`, message: e.message.split('\n')[0] ?? e.message });
+  });
+  if (problems.length > 0) return { kind: 'error', problems };
+  const hosts: ParsedHost[] = [];
+  const seen = new Set<string>();
+  let ignored = 0;
+  list.forEach((d, index) => {
+    const value: unknown = d.toJS();
+    if (value === null || value === undefined) return;
+    if (!isRecord(value) || value['kind'] !== 'Host' || !ambassadorIdMatches(value, defaults.ambassadorIds)) {
+      ignored += 1;
+      return;
+    }
+    let parsed = parseHost(value, { file, index }, defaults);
+    if (seen.has(parsed.key)) {
+      parsed = {
+        kind: 'invalid',
+        key: `${parsed.key}#${index}`,
+        namespace: parsed.namespace,
+        name: parsed.name,
+        reason: `duplicate Host ${parsed.key} (document ${index}); the first one is used`,
+        origin: { file, index },
+      };
+    }
+    seen.add(parsed.key);
+    hosts.push(parsed);
+  });
+  return { kind: 'ok', hosts, ignored };
+}
+
+/** Encodes a string the way Edge Stack names derived Secrets: keep [a-z0-9.], others `-%02x`. */
+export function nameEncode(s: string): string {
+  let out = '';
+  for (const b of Buffer.from(s.toLowerCase(), 'utf8')) {
+    const c = String.fromCharCode(b);
+    out += /[a-z0-9.]/.test(c) ? c : `-${b.toString(16).padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** Hosts that share one certificate: the same tlsSecret (namespace and name). */
+export interface CertGroup {
+  /** `namespace/name` of the tlsSecret. */
+  readonly key: string;
+  readonly secret: SecretRef;
+  /** Sorted, unique hostnames covered by the certificate. */
+  readonly names: readonly string[];
+  /** Keys of the Hosts in the group. */
+  readonly hostKeys: readonly string[];
+  /** The provider used for the group (the most common one among its Hosts). */
+  readonly provider: AcmeProvider;
+  /** Hosts whose provider differs from the chosen one (a warning in their status). */
+  readonly disagreeing: readonly string[];
+}
+
+const providerId = (p: AcmeProvider): string =>
+  JSON.stringify([
+    p.authority,
+    p.email ?? '',
+    p.privateKeySecret?.namespace ?? '',
+    p.privateKeySecret?.name ?? '',
+  ]);
+
+/** Groups ACME Hosts by tlsSecret; one certificate per group with all names (as Edge Stack). */
+export function groupHosts(hosts: readonly ParsedHost[]): CertGroup[] {
+  const byKey = new Map<string, ValidHost[]>();
+  for (const h of hosts) {
+    if (h.kind !== 'acme' || !h.tlsSecret) continue;
+    const k = `${h.tlsSecret.namespace}/${h.tlsSecret.name}`;
+    const list = byKey.get(k) ?? [];
+    list.push(h);
+    byKey.set(k, list);
+  }
+  const groups: CertGroup[] = [];
+  for (const [key, members] of [...byKey.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const counts = new Map<string, { n: number; p: AcmeProvider }>();
+    for (const h of members) {
+      const p = h.acme as AcmeProvider;
+      const id = providerId(p);
+      const c = counts.get(id);
+      counts.set(id, { n: (c?.n ?? 0) + 1, p });
+    }
+    const [winnerId, winner] = [...counts.entries()].sort(
+      ([ia, a], [ib, b]) => b.n - a.n || ia.localeCompare(ib),
+    )[0] as [string, { n: number; p: AcmeProvider }];
+    const first = members[0] as ValidHost;
+    groups.push({
+      key,
+      secret: first.tlsSecret as SecretRef,
+      names: [...new Set(members.map((h) => h.hostname))].sort(),
+      hostKeys: members.map((h) => h.key).sort(),
+      provider: winner.p,
+      disagreeing: members.filter((h) => providerId(h.acme as AcmeProvider) !== winnerId).map((h) => h.key),
+    });
+  }
+  return groups;
+}

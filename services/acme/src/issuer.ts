@@ -1,0 +1,625 @@
+import { createHash, createPublicKey } from 'node:crypto';
+import type { Logger } from '@extsvc/common/logger';
+import { errorMessage } from '@extsvc/common/errors';
+import type { CaClient, ChallengeHooks, ChallengeToSolve } from './ca.ts';
+import {
+  type CertificateInfo,
+  type KeyType,
+  checkIssuedChain,
+  createSelfSigned,
+  generatePrivateKey,
+  keyMatchesChain,
+  readCertificate,
+} from './certs.ts';
+import { AcmeError, type AcmeErrorCode } from './errors.ts';
+import { type AcmeProvider, type CertGroup, type ParsedHost, groupHosts, nameEncode } from './host.ts';
+import {
+  type BackoffPolicy,
+  type RenewalPolicy,
+  type RenewalWindow,
+  backoffDelay,
+  formatDuration,
+  renewalTime,
+} from './renewal.ts';
+import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts';
+
+/** Emissary Host status states. */
+export type HostState = 'Initial' | 'Pending' | 'Ready' | 'Error';
+
+/** Emissary Host status phases (Edge Stack's ACME state machine). */
+export type HostPhase =
+  'NA' | 'DefaultsFilled' | 'ACMEUserPrivateKeyCreated' | 'ACMEUserRegistered' | 'ACMECertificateChallenge';
+
+/** Per-Host status: Emissary's vocabulary plus certificate facts. */
+export interface HostStatus {
+  readonly key: string;
+  readonly hostname?: string;
+  readonly tlsSecret?: string;
+  readonly state: HostState;
+  readonly phaseCompleted: HostPhase;
+  readonly phasePending: HostPhase;
+  readonly tlsCertificateSource: 'Unknown' | 'None' | 'Other' | 'ACME';
+  readonly errorReason?: string;
+  /** ISO 8601. */
+  readonly errorTimestamp?: string;
+  /** Go duration string, e.g. `5m0s`. */
+  readonly errorBackoff?: string;
+  /** Certificate notAfter, ISO 8601. */
+  readonly notAfter?: string;
+  /** Next renewal (or retry) time, ISO 8601. */
+  readonly nextRenewal?: string;
+  /** Names of the certificate (all Hosts sharing the tlsSecret). */
+  readonly names?: readonly string[];
+  /** True while the stored certificate is the temporary self-signed one. */
+  readonly temporaryCertificate?: boolean;
+  /** Providers disagreed among Hosts sharing the tlsSecret. */
+  readonly warning?: string;
+}
+
+/** Time source and timers, injected (tests freeze and advance time). */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): { cancel(): void };
+}
+
+/** The real clock; timers are unref'd so they never keep the process alive. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    t.unref();
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
+/** Outcome of one order, for metrics. */
+export type OrderResult = 'issued' | 'failed' | 'rate_limited';
+
+/** Issuer options (validated by config.ts). */
+export interface IssuerOptions {
+  readonly renewal: RenewalPolicy;
+  readonly backoff: BackoffPolicy;
+  /** Orders running at once, at most. */
+  readonly maxConcurrent: number;
+  /** Key type of issued certificates. */
+  readonly keyType: KeyType;
+  /** Validity of the temporary self-signed certificate, ms. */
+  readonly temporaryValidityMs: number;
+  /** How long a published token stays servable at most, ms. */
+  readonly challengeTtlMs: number;
+  /** Use ARI windows when the CA offers them. */
+  readonly ari: boolean;
+  /** Longest wait between two scheduler wake-ups, ms (bounds clock jumps). */
+  readonly maxSleepMs: number;
+}
+
+/** Dependencies of the issuer core; all are small interfaces (file mode now, Kubernetes later). */
+export interface IssuerDeps {
+  readonly clock: Clock;
+  /** Uniform in [0, 1). */
+  readonly random: () => number;
+  readonly ca: CaClient;
+  readonly certs: CertificateStore;
+  readonly accounts: AccountStore;
+  readonly challenges: ChallengeStore;
+  readonly logger: Logger;
+  /** Optional HTTP-01 self-check before asking the CA to validate. */
+  readonly selfCheck?: (c: ChallengeToSolve) => Promise<void>;
+  /** Called after each order with its result and duration. */
+  readonly onOrder?: (result: OrderResult, ms: number) => void;
+}
+
+interface GroupRuntime {
+  group: CertGroup;
+  loaded: boolean;
+  cert?: CertificateInfo & { temporary: boolean };
+  window?: RenewalWindow;
+  /** Fixed per certificate, so the jittered renewal time is stable. */
+  jitter: number;
+  renewAt?: number;
+  failures: number;
+  nextAttemptAt?: number;
+  error?: { reason: string; at: number; backoffMs: number; code: AcmeErrorCode };
+  state: HostState;
+  phaseCompleted: HostPhase;
+  phasePending: HostPhase;
+  inFlight: boolean;
+}
+
+/** Account store id of a provider: the privateKeySecret, else Edge Stack's derived name. */
+export function accountId(p: AcmeProvider): string {
+  if (p.privateKeySecret) return `${p.privateKeySecret.namespace}.${p.privateKeySecret.name}`;
+  return p.email ? `${nameEncode(p.authority)}--${nameEncode(p.email)}` : nameEncode(p.authority);
+}
+
+/** Fingerprint of an account key (SHA-256 of its public key), stored beside the account URL. */
+export function accountKeyId(keyPem: string): string {
+  const spki = createPublicKey(keyPem).export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64url');
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function toAcmeError(err: unknown): AcmeError {
+  if (err instanceof AcmeError) return err;
+  return new AcmeError('ERR_ACME_ORDER', errorMessage(err), { cause: err });
+}
+
+/**
+ * The issuer core: Hosts + clock + stored certificates → next action. One state machine per
+ * certificate group (tlsSecret); a bounded number of orders at once; per-group backoff.
+ */
+export class Issuer {
+  readonly #deps: IssuerDeps;
+  readonly #opts: IssuerOptions;
+  #hosts: readonly ParsedHost[] = [];
+  readonly #groups = new Map<string, GroupRuntime>();
+  readonly #noneSecrets = new Map<string, boolean>();
+  #running = 0;
+  #timer: { cancel(): void } | undefined;
+  #closed = false;
+  readonly #inflight = new Set<Promise<void>>();
+  readonly #listeners = new Set<() => void>();
+  readonly #accountLocks = new Map<string, Promise<void>>();
+
+  constructor(deps: IssuerDeps, opts: IssuerOptions) {
+    this.#deps = deps;
+    this.#opts = opts;
+  }
+
+  /** Subscribes to status changes. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Replaces the set of Hosts. New certificate groups load their stored certificate (writing the
+   * temporary one when absent) before being scheduled; removed groups are forgotten (files kept).
+   */
+  async setHosts(hosts: readonly ParsedHost[]): Promise<void> {
+    this.#hosts = hosts;
+    const groups = groupHosts(hosts);
+    const wanted = new Set(groups.map((g) => g.key));
+    for (const key of [...this.#groups.keys()]) if (!wanted.has(key)) this.#groups.delete(key);
+    const loads: Promise<void>[] = [];
+    for (const g of groups) {
+      const rt = this.#groups.get(g.key);
+      if (!rt) {
+        const fresh: GroupRuntime = {
+          group: g,
+          loaded: false,
+          jitter: this.#deps.random(),
+          failures: 0,
+          state: 'Initial',
+          phaseCompleted: 'NA',
+          phasePending: 'DefaultsFilled',
+          inFlight: false,
+        };
+        this.#groups.set(g.key, fresh);
+        loads.push(this.#load(fresh));
+      } else {
+        const changed =
+          rt.group.names.join(',') !== g.names.join(',') ||
+          JSON.stringify(rt.group.provider) !== JSON.stringify(g.provider);
+        rt.group = g;
+        if (changed) {
+          // A spec change bypasses the backoff (as cert-manager), the CA limits still apply.
+          rt.failures = 0;
+          delete rt.nextAttemptAt;
+          delete rt.error;
+        }
+      }
+    }
+    for (const h of hosts) {
+      if (h.kind === 'none' && h.tlsSecret) {
+        const s = h.tlsSecret;
+        loads.push(
+          this.#deps.certs.read(s).then(
+            (c) => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, c !== undefined),
+            () => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, false),
+          ),
+        );
+      }
+    }
+    await Promise.all(loads);
+    this.#notify();
+    this.#kick();
+  }
+
+  async #load(rt: GroupRuntime): Promise<void> {
+    const { certs, clock, logger } = this.#deps;
+    const g = rt.group;
+    try {
+      const stored = await certs.read(g.secret);
+      if (stored && keyMatchesChain(stored.chainPem, stored.keyPem)) {
+        const info = readCertificate(stored.chainPem);
+        this.#setCert(rt, { ...info, temporary: stored.meta.temporary === true });
+        if (!stored.meta.temporary && this.#covers(rt) && info.notAfter > clock.now()) {
+          rt.state = 'Ready';
+          rt.phaseCompleted = 'NA';
+          rt.phasePending = 'NA';
+          if (this.#opts.ari) await this.#refreshWindow(rt, stored.chainPem);
+        }
+      } else {
+        // Envoy's listener (and Emissary's Host) needs a pair before the first issue.
+        const tmp = createSelfSigned(g.names, clock.now(), this.#opts.temporaryValidityMs);
+        await certs.write(g.secret, {
+          ...tmp,
+          meta: { temporary: true, names: g.names, issuedAt: iso(clock.now()) },
+        });
+        this.#setCert(rt, { ...readCertificate(tmp.chainPem), temporary: true });
+        logger.info({ tlsSecret: g.key, names: g.names }, 'temporary self-signed certificate written');
+      }
+    } catch (err) {
+      logger.error(
+        { tlsSecret: g.key, err: errorMessage(err) },
+        'cannot read or write the stored certificate',
+      );
+      rt.state = 'Error';
+      rt.error = {
+        reason: `certificate store: ${errorMessage(err)}`,
+        at: clock.now(),
+        backoffMs: this.#opts.backoff.initialMs,
+        code: 'ERR_STORE',
+      };
+      rt.failures += 1;
+      rt.nextAttemptAt = clock.now() + this.#opts.backoff.initialMs;
+    }
+    rt.loaded = true;
+  }
+
+  #setCert(rt: GroupRuntime, cert: CertificateInfo & { temporary: boolean }): void {
+    if (rt.cert?.serial !== cert.serial) rt.jitter = this.#deps.random();
+    rt.cert = cert;
+    if (cert.temporary) delete rt.renewAt;
+    else rt.renewAt = renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
+  }
+
+  async #refreshWindow(rt: GroupRuntime, chainPem: string): Promise<void> {
+    try {
+      const w = await this.#deps.ca.renewalInfo(rt.group.provider.authority, chainPem);
+      if (w) {
+        rt.window = w;
+        if (rt.cert) rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter, w);
+      } else delete rt.window;
+    } catch (err) {
+      // ARI failures are never fatal: the lifetime policy still applies.
+      this.#deps.logger.warn({ tlsSecret: rt.group.key, err: errorMessage(err) }, 'ARI renewalInfo failed');
+    }
+  }
+
+  #covers(rt: GroupRuntime): boolean {
+    const have = new Set(rt.cert?.names ?? []);
+    return rt.group.names.every((n) => have.has(n));
+  }
+
+  /** When the group should next be worked on (epoch ms), undefined when nothing is due. */
+  #dueAt(rt: GroupRuntime): number | undefined {
+    if (!rt.loaded || rt.inFlight) return undefined;
+    const now = this.#deps.clock.now();
+    const c = rt.cert;
+    const needsIssue = !c || c.temporary || !this.#covers(rt) || c.notAfter <= now;
+    const base = needsIssue ? now : (rt.renewAt ?? now);
+    return Math.max(base, rt.nextAttemptAt ?? 0);
+  }
+
+  #kick(): void {
+    if (this.#closed) return;
+    const now = this.#deps.clock.now();
+    const due = [...this.#groups.values()]
+      .map((rt) => ({ rt, at: this.#dueAt(rt) }))
+      .filter((x): x is { rt: GroupRuntime; at: number } => x.at !== undefined)
+      .sort((a, b) => a.at - b.at);
+    for (const { rt, at } of due) {
+      if (at > now || this.#running >= this.#opts.maxConcurrent) break;
+      this.#start(rt);
+    }
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    const next = due.find((x) => !x.rt.inFlight);
+    if (next && (next.at > now ? true : this.#running < this.#opts.maxConcurrent)) {
+      const wait = Math.min(Math.max(0, next.at - now), this.#opts.maxSleepMs);
+      this.#timer = this.#deps.clock.setTimeout(() => this.#kick(), wait);
+    }
+  }
+
+  #start(rt: GroupRuntime): void {
+    rt.inFlight = true;
+    this.#running += 1;
+    const p = this.#issue(rt).finally(() => {
+      rt.inFlight = false;
+      this.#running -= 1;
+      this.#inflight.delete(p);
+      this.#notify();
+      this.#kick();
+    });
+    this.#inflight.add(p);
+  }
+
+  #phase(rt: GroupRuntime, completed: HostPhase, pending: HostPhase): void {
+    rt.phaseCompleted = completed;
+    rt.phasePending = pending;
+    this.#notify();
+  }
+
+  async #issue(rt: GroupRuntime): Promise<void> {
+    const { clock, accounts, ca, certs, logger } = this.#deps;
+    const g = rt.group;
+    const started = clock.now();
+    const log = logger.child({ tlsSecret: g.key });
+    const wasReady = rt.state === 'Ready';
+    rt.state = 'Pending';
+    this.#phase(rt, 'DefaultsFilled', 'ACMEUserPrivateKeyCreated');
+    log.info({ names: g.names, reason: this.#reason(rt) }, 'ordering certificate');
+    try {
+      const id = accountId(g.provider);
+      const directoryUrl = g.provider.authority;
+      const email = g.provider.email;
+      // Groups sharing an account run concurrently: key creation and registration are serialized per
+      // account, or two orders would each create a key and store one key with the other's URL.
+      const ensured = await this.#withAccountLock(id, async () => {
+        let acct = await accounts.load(id).catch((err: unknown) => {
+          throw new AcmeError('ERR_STORE', `account store: ${errorMessage(err)}`, { cause: err });
+        });
+        if (!acct) {
+          acct = { keyPem: generatePrivateKey('ecdsa-p256') };
+          await accounts.save(id, acct);
+          log.info({ account: id }, 'ACME account key created');
+        }
+        this.#phase(rt, 'ACMEUserPrivateKeyCreated', 'ACMEUserRegistered');
+        const keyId = accountKeyId(acct.keyPem);
+        // A URL stored for another key or another CA is not used (it would fail signature checks).
+        const usable =
+          acct.accountUrl !== undefined &&
+          acct.directoryUrl === directoryUrl &&
+          (acct.keyId === undefined || acct.keyId === keyId);
+        if (usable && acct.accountUrl !== undefined) return { keyPem: acct.keyPem, url: acct.accountUrl };
+        const url = await this.#register(id, acct.keyPem, directoryUrl, email, log);
+        return { keyPem: acct.keyPem, url };
+      });
+      const accountKeyPem = ensured.keyPem;
+      const register = (): Promise<string> =>
+        this.#withAccountLock(id, () => this.#register(id, accountKeyPem, directoryUrl, email, log));
+      let accountUrl = ensured.url;
+      this.#phase(rt, 'ACMEUserRegistered', 'ACMECertificateChallenge');
+      const keyPem = generatePrivateKey(this.#opts.keyType);
+      const hooks = this.#hooks();
+      const order = (url: string): Promise<string> =>
+        ca.order({
+          account: { directoryUrl, keyPem: accountKeyPem, accountUrl: url, ...(email ? { email } : {}) },
+          names: g.names,
+          keyPem,
+          hooks,
+        });
+      let chainPem: string;
+      try {
+        chainPem = await order(accountUrl);
+      } catch (err) {
+        // The CA lost the account (reset, or the URL belongs to another CA): register once more.
+        if (!(err instanceof AcmeError) || err.code !== 'ERR_ACME_ACCOUNT') throw err;
+        log.warn({ account: id }, 'account unknown to the CA: registering again');
+        accountUrl = await register();
+        chainPem = await order(accountUrl);
+      }
+      const problem = checkIssuedChain(chainPem, keyPem, g.names, clock.now());
+      if (problem !== undefined) throw new AcmeError('ERR_CERT_INVALID', problem);
+      const info = readCertificate(chainPem);
+      await certs
+        .write(g.secret, {
+          chainPem,
+          keyPem,
+          meta: { temporary: false, names: g.names, authority: directoryUrl, issuedAt: iso(clock.now()) },
+        })
+        .catch((err: unknown) => {
+          throw new AcmeError('ERR_STORE', `certificate store: ${errorMessage(err)}`, { cause: err });
+        });
+      delete rt.window;
+      this.#setCert(rt, { ...info, temporary: false });
+      if (this.#opts.ari) await this.#refreshWindow(rt, chainPem);
+      rt.failures = 0;
+      delete rt.error;
+      delete rt.nextAttemptAt;
+      rt.state = 'Ready';
+      this.#phase(rt, 'NA', 'NA');
+      this.#deps.onOrder?.('issued', clock.now() - started);
+      log.info(
+        {
+          names: info.names,
+          notAfter: iso(info.notAfter),
+          renewAt: rt.renewAt ? iso(rt.renewAt) : undefined,
+        },
+        'certificate issued and stored',
+      );
+    } catch (raw) {
+      const err = toAcmeError(raw);
+      rt.failures += 1;
+      const backoffMs = backoffDelay(rt.failures, this.#opts.backoff, err.retryAfterMs);
+      const now = clock.now();
+      rt.error = { reason: err.message, at: now, backoffMs, code: err.code };
+      rt.nextAttemptAt = now + backoffMs;
+      // The stored certificate is untouched; a still-valid one keeps serving.
+      rt.state = 'Error';
+      this.#deps.onOrder?.(err.code === 'ERR_ACME_RATE_LIMITED' ? 'rate_limited' : 'failed', now - started);
+      log.warn(
+        {
+          code: err.code,
+          reason: err.message,
+          failures: rt.failures,
+          backoff: formatDuration(backoffMs),
+          wasReady,
+        },
+        'certificate order failed',
+      );
+    }
+  }
+
+  async #register(
+    id: string,
+    keyPem: string,
+    directoryUrl: string,
+    email: string | undefined,
+    log: Logger,
+  ): Promise<string> {
+    const url = await this.#deps.ca.account({ directoryUrl, keyPem, ...(email ? { email } : {}) });
+    await this.#deps.accounts.save(id, {
+      keyPem,
+      accountUrl: url,
+      directoryUrl,
+      keyId: accountKeyId(keyPem),
+    });
+    log.info({ account: id, accountUrl: url }, 'ACME account registered');
+    return url;
+  }
+
+  async #withAccountLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#accountLocks.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#accountLocks.set(id, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.#accountLocks.get(id) === tail) this.#accountLocks.delete(id);
+    }
+  }
+
+  #reason(rt: GroupRuntime): string {
+    const c = rt.cert;
+    if (!c) return 'no certificate';
+    if (c.temporary) return 'temporary certificate';
+    if (!this.#covers(rt)) return 'names changed';
+    if (c.notAfter <= this.#deps.clock.now()) return 'expired';
+    return 'renewal time reached';
+  }
+
+  #hooks(): ChallengeHooks {
+    const { challenges, clock, selfCheck } = this.#deps;
+    return {
+      present: (c) =>
+        challenges.put({
+          token: c.token,
+          keyAuthorization: c.keyAuthorization,
+          name: c.name,
+          expiresAt: clock.now() + this.#opts.challengeTtlMs,
+        }),
+      ...(selfCheck ? { selfCheck } : {}),
+      remove: (c) => challenges.remove(c.token),
+    };
+  }
+
+  #notify(): void {
+    for (const l of this.#listeners) l();
+  }
+
+  /** Status of every Host, Emissary's vocabulary plus notAfter and next renewal. */
+  statuses(): HostStatus[] {
+    const out: HostStatus[] = [];
+    const byHost = new Map<string, GroupRuntime>();
+    for (const rt of this.#groups.values()) for (const k of rt.group.hostKeys) byHost.set(k, rt);
+    for (const h of this.#hosts) {
+      const tlsSecret =
+        'tlsSecret' in h && h.tlsSecret ? `${h.tlsSecret.namespace}/${h.tlsSecret.name}` : undefined;
+      const base = {
+        key: h.key,
+        ...(h.hostname !== undefined && h.hostname !== '' ? { hostname: h.hostname } : {}),
+        ...(tlsSecret ? { tlsSecret } : {}),
+      };
+      switch (h.kind) {
+        case 'invalid':
+          out.push({
+            ...base,
+            state: 'Error',
+            phaseCompleted: 'NA',
+            phasePending: 'DefaultsFilled',
+            tlsCertificateSource: 'Unknown',
+            errorReason: h.reason,
+          });
+          break;
+        case 'none': {
+          const present = tlsSecret === undefined ? undefined : this.#noneSecrets.get(tlsSecret);
+          out.push({
+            ...base,
+            state: present === false ? 'Error' : 'Ready',
+            phaseCompleted: 'NA',
+            phasePending: 'NA',
+            tlsCertificateSource: tlsSecret ? 'Other' : 'None',
+            ...(present === false ? { errorReason: `tlsSecret ${tlsSecret} does not exist` } : {}),
+          });
+          break;
+        }
+        case 'acme': {
+          const rt = byHost.get(h.key);
+          if (!rt) break;
+          const next = this.#dueAt(rt);
+          const disagree = rt.group.disagreeing.includes(h.key);
+          out.push({
+            ...base,
+            state: rt.state,
+            phaseCompleted: rt.phaseCompleted,
+            phasePending: rt.phasePending,
+            tlsCertificateSource: 'ACME',
+            ...(rt.state === 'Error' && rt.error
+              ? {
+                  errorReason: rt.error.reason,
+                  errorTimestamp: iso(rt.error.at),
+                  errorBackoff: formatDuration(rt.error.backoffMs),
+                }
+              : {}),
+            ...(rt.cert && !rt.cert.temporary ? { notAfter: iso(rt.cert.notAfter) } : {}),
+            ...(next !== undefined ? { nextRenewal: iso(next) } : {}),
+            names: rt.group.names,
+            temporaryCertificate: rt.cert?.temporary ?? false,
+            ...(disagree
+              ? { warning: `acmeProvider differs from the other Hosts of ${rt.group.key}; theirs is used` }
+              : {}),
+          });
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Certificate facts per group (metrics). */
+  certificates(): { secret: string; notAfter?: number; renewAt?: number; temporary: boolean }[] {
+    return [...this.#groups.values()].map((rt) => ({
+      secret: rt.group.key,
+      ...(rt.cert ? { notAfter: rt.cert.notAfter } : {}),
+      ...(rt.renewAt !== undefined ? { renewAt: rt.renewAt } : {}),
+      temporary: rt.cert?.temporary ?? true,
+    }));
+  }
+
+  /** Number of orders running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Resolves when no order is running (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  }
+
+  /**
+   * Stops scheduling and waits up to `graceMs` for running orders (their results are stored). An
+   * order cut short by exit is safe: the next start orders again, files are never half written.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.idle(),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, graceMs);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+}

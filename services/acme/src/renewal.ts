@@ -1,0 +1,62 @@
+/** Renewal policy: when to renew a valid certificate. */
+export interface RenewalPolicy {
+  /** Fraction of the lifetime after which to renew (default 2/3, as Edge Stack and cert-manager). */
+  readonly fraction: number;
+  /** Up to this fraction of the lifetime is taken off the renewal time at random (spreads load). */
+  readonly jitter: number;
+}
+
+/** Exponential backoff policy for failed issuance, per certificate group. */
+export interface BackoffPolicy {
+  /** First delay after a failure, ms (Edge Stack: 5 min). */
+  readonly initialMs: number;
+  /** Cap of the exponential delay, ms (Edge Stack: 24 h). A CA's Retry-After may exceed it. */
+  readonly maxMs: number;
+}
+
+/** An ARI (RFC 9773) suggested renewal window, epoch ms. */
+export interface RenewalWindow {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Time to renew a certificate valid from notBefore to notAfter (epoch ms). `random` is in [0, 1).
+ * With an ARI window the time is a uniform pick inside the window, unless the lifetime policy says
+ * earlier (the CA may only move the time earlier, never past our own margin).
+ */
+export function renewalTime(
+  cert: { readonly notBefore: number; readonly notAfter: number },
+  policy: RenewalPolicy,
+  random: number,
+  window?: RenewalWindow,
+): number {
+  const lifetime = Math.max(0, cert.notAfter - cert.notBefore);
+  const byLifetime = cert.notBefore + lifetime * policy.fraction - lifetime * policy.jitter * random;
+  if (window && window.end >= window.start) {
+    const byAri = window.start + (window.end - window.start) * random;
+    return Math.floor(Math.min(byAri, byLifetime));
+  }
+  return Math.floor(byLifetime);
+}
+
+/**
+ * Delay before the next attempt after `failures` consecutive failures (1 = first failure):
+ * initial · 2^(failures−1), capped; at least the CA's Retry-After when it gave one.
+ */
+export function backoffDelay(failures: number, policy: BackoffPolicy, retryAfterMs?: number): number {
+  const n = Math.max(1, failures);
+  const exp = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.min(n - 1, 40));
+  return Math.max(exp, retryAfterMs ?? 0);
+}
+
+/** Formats a duration as Go does for errorBackoff (`1h2m3s`, `300ms`), the format Emissary shows. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  let s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  return `${h > 0 ? `${h}h` : ''}${h > 0 || m > 0 ? `${m}m` : ''}${s}s`;
+}

@@ -1,0 +1,92 @@
+import type { SecretRef } from './host.ts';
+
+/** Metadata stored beside a certificate (file mode: meta.json; Kubernetes: Secret annotations). */
+export interface CertificateMeta {
+  /** True for the temporary self-signed certificate written before the first issue. */
+  readonly temporary: boolean;
+  /** Names the certificate was requested for, sorted. */
+  readonly names: readonly string[];
+  /** ACME directory URL that issued it (absent for temporary ones). */
+  readonly authority?: string;
+  /** Issue time, ISO 8601. */
+  readonly issuedAt: string;
+}
+
+/** A certificate pair as stored. */
+export interface StoredCertificate {
+  /** Leaf first, then intermediates (PEM). */
+  readonly chainPem: string;
+  /** Private key (PEM). Never logged. */
+  readonly keyPem: string;
+  readonly meta: CertificateMeta;
+}
+
+/** Where certificates go: a directory per tlsSecret (file mode) or Kubernetes Secrets (issue 6). */
+export interface CertificateStore {
+  /** The stored pair, undefined when absent. Throws only on I/O failures other than absence. */
+  read(secret: SecretRef): Promise<StoredCertificate | undefined>;
+  /** Replaces the pair atomically: readers see the old pair or the new one, never a mix. */
+  write(secret: SecretRef, cert: StoredCertificate): Promise<void>;
+}
+
+/** A stored ACME account. */
+export interface StoredAccount {
+  /** Account private key PEM (never logged). */
+  readonly keyPem: string;
+  /** Account URL returned by the CA (kid), when registered. */
+  readonly accountUrl?: string;
+  /** Directory the account URL belongs to. */
+  readonly directoryUrl?: string;
+  /** Fingerprint of the key the URL was registered with (a URL of another key is not used). */
+  readonly keyId?: string;
+}
+
+/** Where ACME account keys and URLs live (files 0600 now, an Opaque Secret `user.key` later). */
+export interface AccountStore {
+  /** The account stored under `id`, undefined when absent. Throws when present but unreadable. */
+  load(id: string): Promise<StoredAccount | undefined>;
+  /** Saves the account (key and URL), restrictively. */
+  save(id: string, account: StoredAccount): Promise<void>;
+}
+
+/** A pending HTTP-01 challenge. */
+export interface PendingChallenge {
+  readonly token: string;
+  readonly keyAuthorization: string;
+  /** The name being validated (the Host header must match it). */
+  readonly name: string;
+  /** Epoch ms after which the token is no longer served even if not removed. */
+  readonly expiresAt: number;
+}
+
+/** Challenge tokens served while pending (memory now; shared by replicas in Kubernetes mode). */
+export interface ChallengeStore {
+  put(challenge: PendingChallenge): Promise<void>;
+  /** The challenge for `token`, if pending and not expired at `now`. */
+  get(token: string, now: number): Promise<PendingChallenge | undefined>;
+  remove(token: string): Promise<void>;
+}
+
+/** In-memory challenge store for one replica. */
+export class MemoryChallengeStore implements ChallengeStore {
+  readonly #items = new Map<string, PendingChallenge>();
+  async put(challenge: PendingChallenge): Promise<void> {
+    this.#items.set(challenge.token, challenge);
+  }
+  async get(token: string, now: number): Promise<PendingChallenge | undefined> {
+    const c = this.#items.get(token);
+    if (!c) return undefined;
+    if (c.expiresAt <= now) {
+      this.#items.delete(token);
+      return undefined;
+    }
+    return c;
+  }
+  async remove(token: string): Promise<void> {
+    this.#items.delete(token);
+  }
+  /** Number of pending tokens (metrics, tests). */
+  get size(): number {
+    return this.#items.size;
+  }
+}

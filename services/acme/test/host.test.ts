@@ -1,0 +1,149 @@
+import { readFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { describe, it } from 'mocha';
+import {
+  type HostDefaults,
+  type ParsedHost,
+  groupHosts,
+  hostnameProblem,
+  nameEncode,
+  parseHostsText,
+} from '../src/host.ts';
+
+const defaults: HostDefaults = {
+  namespace: 'default',
+  authority: 'https://acme.example/default-dir',
+  ambassadorIds: ['default'],
+};
+const fixture = readFileSync(new URL('./fixtures/hosts-mixed.yaml', import.meta.url), 'utf8');
+
+function parse(text = fixture): readonly ParsedHost[] {
+  const r = parseHostsText(text, 'hosts.yaml', defaults);
+  assert.equal(r.kind, 'ok');
+  return r.kind === 'ok' ? r.hosts : [];
+}
+const byKey = (hosts: readonly ParsedHost[], key: string): ParsedHost => {
+  const h = hosts.find((x) => x.key === key);
+  assert.ok(h, `host ${key} present`);
+  return h;
+};
+
+describe('acme host parsing', () => {
+  it('keeps valid Hosts beside invalid ones, each invalid one with its reason', () => {
+    const hosts = parse();
+    assert.deepEqual(
+      hosts.map((h) => [h.key, h.kind]),
+      [
+        ['web/a', 'acme'],
+        ['web/b', 'acme'],
+        ['web/wild', 'invalid'],
+        ['web/nosecret', 'invalid'],
+        ['web/badauth', 'invalid'],
+        ['web/manual', 'none'],
+        ['default/defaulted', 'acme'],
+      ],
+    );
+    const reason = (k: string): string => {
+      const h = byKey(hosts, k);
+      return h.kind === 'invalid' ? h.reason : '';
+    };
+    assert.equal(
+      reason('web/wild'),
+      'wildcard hostname "*.example.com" cannot be validated with HTTP-01 (wildcards need DNS-01)',
+    );
+    assert.equal(
+      reason('web/nosecret'),
+      'spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to',
+    );
+    assert.equal(
+      reason('web/badauth'),
+      'spec.acmeProvider.authority "ftp://ca.example/dir" must be an https:// ACME directory URL',
+    );
+  });
+
+  it('lower-cases hostnames, applies the default authority and namespace, ignores other kinds and ids', () => {
+    const r = parseHostsText(fixture, 'hosts.yaml', defaults);
+    assert.equal(r.kind === 'ok' && r.ignored, 2);
+    const hosts = parse();
+    const b = byKey(hosts, 'web/b');
+    assert.equal(b.hostname, 'b.example.com');
+    const d = byKey(hosts, 'default/defaulted');
+    assert.equal(d.kind === 'acme' && d.acme?.authority, 'https://acme.example/default-dir');
+    assert.deepEqual(d.kind === 'acme' && d.tlsSecret, { namespace: 'default', name: 'g-tls' });
+  });
+
+  it('accepts "*" as ambassador id to read every Host', () => {
+    const r = parseHostsText(fixture, 'hosts.yaml', { ...defaults, ambassadorIds: ['*'] });
+    assert.ok(r.kind === 'ok' && r.hosts.some((h) => h.key === 'default/other-id'));
+  });
+
+  it('treats authority none (any case) as leave alone', () => {
+    const m = byKey(parse(), 'web/manual');
+    assert.equal(m.kind, 'none');
+  });
+
+  it('groups Hosts sharing a tlsSecret into one certificate with all names', () => {
+    const groups = groupHosts(parse());
+    assert.deepEqual(
+      groups.map((g) => [g.key, g.names, g.hostKeys]),
+      [
+        ['default/g-tls', ['g.example.com'], ['default/defaulted']],
+        ['web/shared-tls', ['a.example.com', 'b.example.com'], ['web/a', 'web/b']],
+      ],
+    );
+  });
+
+  it('picks the provider most Hosts of a group use and flags the others', () => {
+    const doc = (name: string, email: string): string =>
+      `apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: ${name}}\nspec:\n  hostname: ${name}.example.com\n  acmeProvider: {authority: 'https://ca.example/dir', email: ${email}}\n  tlsSecret: {name: s}\n`;
+    const hosts = parse(
+      [doc('x', 'one@example.com'), doc('y', 'two@example.com'), doc('z', 'two@example.com')].join('---\n'),
+    );
+    const [g] = groupHosts(hosts);
+    assert.equal(g?.provider.email, 'two@example.com');
+    assert.deepEqual(g?.disagreeing, ['default/x']);
+  });
+
+  it('rejects a duplicate Host name but keeps the first', () => {
+    const one =
+      'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: x}\nspec: {hostname: x.example.com, tlsSecret: {name: s}}\n';
+    const hosts = parse(`${one}---\n${one}`);
+    assert.equal(hosts[0]?.kind, 'acme');
+    assert.equal(hosts[1]?.kind, 'invalid');
+    assert.match(hosts[1]?.kind === 'invalid' ? hosts[1].reason : '', /^duplicate Host default\/x/);
+  });
+
+  it('rejects the whole file on a YAML syntax error, naming the file and document', () => {
+    const r = parseHostsText('kind: Host\nspec: [unclosed\n', 'hosts.yaml', defaults);
+    assert.equal(r.kind, 'error');
+    assert.equal(r.kind === 'error' && r.problems[0]?.field, 'hosts.yaml: document 0');
+  });
+
+  it('names unsupported API versions and bad secret names', () => {
+    const hosts = parse(
+      'apiVersion: getambassador.io/v9\nkind: Host\nmetadata: {name: x}\nspec: {hostname: x.example.com}\n---\n' +
+        'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: y}\nspec: {hostname: y.example.com, tlsSecret: {name: ../etc}}\n',
+    );
+    assert.match(hosts[0]?.kind === 'invalid' ? hosts[0].reason : '', /^apiVersion must be one of/);
+    assert.equal(
+      hosts[1]?.kind === 'invalid' && hosts[1].reason,
+      'spec.tlsSecret.name "../etc" must be a DNS subdomain name',
+    );
+  });
+
+  it('qualifies hostnames for HTTP-01', () => {
+    assert.equal(hostnameProblem('a.example.com'), undefined);
+    assert.match(hostnameProblem('*') ?? '', /required/);
+    assert.match(hostnameProblem('10.0.0.1') ?? '', /IP address/);
+    assert.match(hostnameProblem('intranet') ?? '', /fully qualified/);
+    assert.match(hostnameProblem('host.example.*') ?? '', /wildcard/);
+    assert.match(hostnameProblem('bad_label.example.com') ?? '', /not a valid DNS name/);
+  });
+
+  it("encodes names as Edge Stack's NameEncode", () => {
+    assert.equal(
+      `${nameEncode('https://acme-v02.api.letsencrypt.org/directory')}--${nameEncode('julian@example.com')}`,
+      'https-3a-2f-2facme-2dv02.api.letsencrypt.org-2fdirectory--julian-40example.com',
+    );
+  });
+});

@@ -1,0 +1,426 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { DenyReasons, type AllowReason, type DenyReason, type ErrorReason } from './errors.ts';
+import { claimAt, matchHost, matchPath, normalizeHost, renderTemplate, splitTarget } from './match.ts';
+import type { ApiKeySet, ClaimMatcher, Policy, Provider, Requirement, Rule, TokenSource } from './policy.ts';
+import { verifyToken, type VerifierDeps } from './verifier.ts';
+
+/** What both transports hand to the decision function. Header names are lower-case. */
+export interface AuthRequest {
+  readonly method: string;
+  /** Host or :authority, port allowed. */
+  readonly host: string;
+  /** Request target: path and query string, as received. */
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Envoy context_extensions (gRPC only): `policy` and/or `rule` select what applies. */
+  readonly contextExtensions: Readonly<Record<string, string>>;
+}
+
+/** Allow: headers to set (overwrite) and remove on the upstream request, metadata for access logs. */
+export interface Allow {
+  readonly kind: 'allow';
+  readonly reason: AllowReason;
+  readonly rule: string;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly removeHeaders: readonly string[];
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** Deny: the status, headers and body the client gets (never 5xx, never token material). */
+export interface Deny {
+  readonly kind: 'deny';
+  readonly reason: DenyReason;
+  readonly rule: string;
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: string;
+}
+
+/** Infrastructure failure (an issuer's keys were never obtainable): Envoy's failure mode decides. */
+export interface DecisionError {
+  readonly kind: 'error';
+  readonly reason: ErrorReason;
+  readonly rule: string;
+}
+
+/** The decision for one request. */
+export type Decision = Allow | Deny | DecisionError;
+
+/** Dependencies of the decision function (key stores, token cache, clock). */
+export type DecisionDeps = VerifierDeps;
+
+interface Principal {
+  readonly method: 'jwt' | 'api_key';
+  readonly claims: Readonly<Record<string, unknown>>;
+  /** Header that carried the credential (removed upstream when removeCredentials). */
+  readonly credentialHeader: string | undefined;
+}
+
+type Outcome =
+  | { readonly kind: 'allow'; readonly principals: readonly Principal[]; readonly reason: AllowReason }
+  | {
+      readonly kind: 'deny';
+      readonly reason: DenyReason;
+      readonly challenge: 'bearer' | 'apikey' | 'none';
+      readonly scope?: readonly string[];
+      readonly status?: number;
+    }
+  | { readonly kind: 'error' };
+
+/** Finds a token in the request by the given sources, first found wins. */
+export function extractToken(
+  req: AuthRequest,
+  sources: readonly TokenSource[],
+  query: string,
+): { token: string; header: string | undefined } | undefined {
+  for (const s of sources) {
+    switch (s.kind) {
+      case 'header': {
+        const v = req.headers[s.name];
+        if (v === undefined) break;
+        const t = v.trim();
+        if (s.prefix === '') {
+          if (t !== '') return { token: t, header: s.name };
+        } else if (t.length > s.prefix.length && t.slice(0, s.prefix.length).toLowerCase() === s.prefix) {
+          const tok = t.slice(s.prefix.length).trim();
+          if (tok !== '') return { token: tok, header: s.name };
+        }
+        break;
+      }
+      case 'query': {
+        if (query === '') break;
+        for (const pair of query.split('&')) {
+          const eq = pair.indexOf('=');
+          const k = eq === -1 ? pair : pair.slice(0, eq);
+          if (safeDecode(k) === s.name && eq !== -1) {
+            const v = safeDecode(pair.slice(eq + 1));
+            if (v) return { token: v, header: undefined };
+          }
+        }
+        break;
+      }
+      case 'cookie': {
+        const c = req.headers['cookie'];
+        if (!c) break;
+        for (const part of c.split(/;\s*|,\s*/)) {
+          const eq = part.indexOf('=');
+          if (eq !== -1 && part.slice(0, eq).trim() === s.name) {
+            const v = part
+              .slice(eq + 1)
+              .trim()
+              .replace(/^"(.*)"$/, '$1');
+            if (v) return { token: v, header: undefined };
+          }
+        }
+        break;
+      }
+    }
+  }
+  return undefined;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return s;
+  }
+}
+
+/** Scopes of a token: `scope` (space-separated or array) and `scp`. */
+export function tokenScopes(claims: Readonly<Record<string, unknown>>): Set<string> {
+  const out = new Set<string>();
+  for (const name of ['scope', 'scp']) {
+    const v = claims[name];
+    if (typeof v === 'string') for (const s of v.split(/\s+/)) if (s) out.add(s);
+    if (Array.isArray(v)) for (const s of v) if (typeof s === 'string') out.add(s);
+  }
+  return out;
+}
+
+/** True when the claim matcher accepts the claims (arrays: any element). */
+export function matchClaim(m: ClaimMatcher, claims: Readonly<Record<string, unknown>>): boolean {
+  const v = claimAt(claims, m.claim);
+  if (v === undefined) return false;
+  const values = Array.isArray(v) ? (v as unknown[]) : [v];
+  switch (m.kind) {
+    case 'equals':
+      return values.some((x) => x === m.value);
+    case 'oneOf':
+      return values.some((x) => m.values.includes(x));
+    case 'regex':
+      return values.some((x) => typeof x === 'string' && m.regex.test(x));
+  }
+}
+
+async function evalJwt(
+  req: AuthRequest,
+  r: Extract<Requirement, { kind: 'jwt' }>,
+  policy: Policy,
+  query: string,
+  deps: DecisionDeps,
+): Promise<Outcome> {
+  const providers = r.providers
+    .map((n) => policy.providers.get(n))
+    .filter((p): p is Provider => p !== undefined);
+  const sources: TokenSource[] = [];
+  const seen = new Set<string>();
+  for (const p of providers)
+    for (const s of p.sources) {
+      const k = JSON.stringify(s);
+      if (!seen.has(k)) sources.push(s);
+      seen.add(k);
+    }
+  const found = extractToken(req, sources, query);
+  if (!found) return { kind: 'deny', reason: 'missing_credentials', challenge: 'bearer' };
+  const v = await verifyToken(found.token, providers, deps);
+  if (v.kind === 'error') return { kind: 'error' };
+  if (v.kind === 'invalid') return { kind: 'deny', reason: v.reason, challenge: 'bearer' };
+  const claims = v.claims as Record<string, unknown>;
+  if (r.audiences.length > 0) {
+    const aud = claims['aud'];
+    const auds = Array.isArray(aud) ? aud : [aud];
+    if (!auds.some((a) => typeof a === 'string' && r.audiences.includes(a)))
+      return { kind: 'deny', reason: 'wrong_audience', challenge: 'bearer' };
+  }
+  if (r.scopes.length > 0) {
+    const have = tokenScopes(claims);
+    if (!r.scopes.every((s) => have.has(s)))
+      return { kind: 'deny', reason: 'insufficient_scope', challenge: 'bearer', scope: r.scopes };
+  }
+  if (!r.claims.every((m) => matchClaim(m, claims)))
+    return { kind: 'deny', reason: 'claim_mismatch', challenge: 'bearer' };
+  return {
+    kind: 'allow',
+    reason: 'jwt',
+    principals: [{ method: 'jwt', claims, credentialHeader: found.header }],
+  };
+}
+
+function evalApiKey(req: AuthRequest, r: Extract<Requirement, { kind: 'apiKey' }>, policy: Policy): Outcome {
+  let presented = false;
+  for (const name of r.sets) {
+    const set = policy.apiKeySets.get(name) as ApiKeySet;
+    const raw = req.headers[set.header];
+    if (raw === undefined) continue;
+    let v = raw.trim();
+    if (set.prefix !== '') {
+      if (v.slice(0, set.prefix.length).toLowerCase() !== set.prefix) continue;
+      v = v.slice(set.prefix.length).trim();
+    }
+    if (v === '') continue;
+    presented = true;
+    const h = createHash('sha256').update(v).digest();
+    let match: ApiKeySet['keys'][number] | undefined;
+    // Every key is compared, in constant time, with no early exit.
+    for (const k of set.keys) if (timingSafeEqual(h, k.hash) && !match) match = k;
+    if (match) {
+      const claims = { ...match.claims, api_key: match.name, api_key_set: set.name };
+      if (!r.claims.every((m) => matchClaim(m, claims)))
+        return { kind: 'deny', reason: 'claim_mismatch', challenge: 'none' };
+      return {
+        kind: 'allow',
+        reason: 'api_key',
+        principals: [{ method: 'api_key', claims, credentialHeader: set.header }],
+      };
+    }
+  }
+  return presented
+    ? { kind: 'deny', reason: 'invalid_api_key', challenge: 'apikey' }
+    : { kind: 'deny', reason: 'missing_credentials', challenge: 'apikey' };
+}
+
+async function evalRequirement(
+  req: AuthRequest,
+  r: Requirement,
+  policy: Policy,
+  query: string,
+  deps: DecisionDeps,
+): Promise<Outcome> {
+  switch (r.kind) {
+    case 'public':
+      return { kind: 'allow', reason: 'public', principals: [] };
+    case 'deny':
+      return { kind: 'deny', reason: 'policy_deny', challenge: 'none', status: r.status };
+    case 'jwt':
+      return evalJwt(req, r, policy, query, deps);
+    case 'apiKey':
+      return evalApiKey(req, r, policy);
+    case 'anyOf': {
+      const denies: Array<Extract<Outcome, { kind: 'deny' }>> = [];
+      let errored = false;
+      for (const sub of r.of) {
+        const o = await evalRequirement(req, sub, policy, query, deps);
+        if (o.kind === 'allow') return o;
+        if (o.kind === 'error') errored = true;
+        else denies.push(o);
+      }
+      if (errored) return { kind: 'error' };
+      // The most specific deny: one about presented credentials beats "missing".
+      return (
+        denies.find((d) => d.reason !== 'missing_credentials') ??
+        denies[0] ?? { kind: 'deny', reason: 'policy_deny', challenge: 'none' }
+      );
+    }
+    case 'allOf': {
+      const principals: Principal[] = [];
+      let reason: AllowReason = 'public';
+      for (const sub of r.of) {
+        const o = await evalRequirement(req, sub, policy, query, deps);
+        if (o.kind !== 'allow') return o;
+        principals.push(...o.principals);
+        if (o.reason !== 'public') reason = o.reason;
+      }
+      return { kind: 'allow', reason, principals };
+    }
+  }
+}
+
+function challengeHeader(
+  realm: string,
+  o: Extract<Outcome, { kind: 'deny' }>,
+  scheme: 'bearer' | 'apikey',
+): string {
+  const name = scheme === 'bearer' ? 'Bearer' : 'ApiKey';
+  const parts = [`realm="${realm}"`];
+  if (o.reason === 'insufficient_scope' || o.reason === 'claim_mismatch') {
+    parts.push('error="insufficient_scope"');
+    if (o.scope && o.scope.length > 0) parts.push(`scope="${o.scope.join(' ')}"`);
+  } else if (o.reason !== 'missing_credentials') {
+    parts.push(scheme === 'bearer' ? 'error="invalid_token"' : 'error="invalid_key"');
+    parts.push(`error_description="${DenyReasons[o.reason]}"`);
+  }
+  return `${name} ${parts.join(', ')}`;
+}
+
+/** Builds the client-facing deny: RFC 6750 status and challenge, small JSON body with a stable code. */
+export function denyOf(policy: Policy, rule: string, o: Extract<Outcome, { kind: 'deny' }>): Deny {
+  const forbidden = o.reason === 'insufficient_scope' || o.reason === 'claim_mismatch';
+  let status: number;
+  let error: string;
+  if (o.status !== undefined) {
+    status = o.status;
+    error = 'access_denied';
+  } else if (forbidden) {
+    status = 403;
+    error = 'insufficient_scope';
+  } else if (o.reason === 'policy_deny' || o.reason === 'no_matching_rule' || o.reason === 'unknown_policy') {
+    status = 403;
+    error = 'access_denied';
+  } else {
+    status = 401;
+    error =
+      o.reason === 'missing_credentials'
+        ? 'unauthorized'
+        : o.challenge === 'apikey'
+          ? 'invalid_key'
+          : 'invalid_token';
+  }
+  const headers: Array<[string, string]> = [['content-type', 'application/json']];
+  if (o.challenge !== 'none' && (status === 401 || forbidden))
+    headers.push(['www-authenticate', challengeHeader(policy.realm, o, o.challenge)]);
+  const body = JSON.stringify({ status, error, code: o.reason, message: DenyReasons[o.reason] });
+  return { kind: 'deny', reason: o.reason, rule, status, headers, body };
+}
+
+function isPreflight(req: AuthRequest): boolean {
+  return (
+    req.method === 'OPTIONS' &&
+    req.headers['origin'] !== undefined &&
+    req.headers['access-control-request-method'] !== undefined
+  );
+}
+
+function findRule(rules: readonly Rule[], method: string, host: string, path: string): Rule | undefined {
+  for (const r of rules) {
+    if (r.methods && !r.methods.has(method)) continue;
+    if (r.hosts && !r.hosts.some((h) => matchHost(h, host))) continue;
+    if (r.path && !matchPath(r.path, path)) continue;
+    return r;
+  }
+  return undefined;
+}
+
+function allowOf(
+  policy: Policy,
+  rule: Rule,
+  policyName: string,
+  o: Extract<Outcome, { kind: 'allow' }>,
+): Allow {
+  const claims: Record<string, unknown> = {};
+  for (const p of [...o.principals].reverse()) Object.assign(claims, p.claims);
+  const set = new Map<string, string>();
+  if (o.principals.length > 0) {
+    for (const h of rule.identity.headers) {
+      const v = renderTemplate(h.template, claims);
+      if (v !== undefined) set.set(h.name, v);
+    }
+    const jwt = o.principals.find((p) => p.method === 'jwt');
+    if (rule.identity.payloadHeader && jwt)
+      set.set(rule.identity.payloadHeader, Buffer.from(JSON.stringify(jwt.claims)).toString('base64url'));
+  }
+  const remove = new Set(policy.reservedHeaders.filter((h) => !set.has(h)));
+  if (rule.identity.removeCredentials)
+    for (const p of o.principals)
+      if (p.credentialHeader && !set.has(p.credentialHeader)) remove.add(p.credentialHeader);
+  const metadata: Record<string, string> = { policy: policyName, rule: rule.name, auth: o.reason };
+  for (const k of ['sub', 'iss', 'api_key'] as const) {
+    const v = claims[k];
+    if (typeof v === 'string') metadata[k] = v;
+  }
+  return {
+    kind: 'allow',
+    reason: o.reason,
+    rule: rule.name,
+    headers: [...set],
+    removeHeaders: [...remove],
+    metadata,
+  };
+}
+
+function denyUnmatched(policy: Policy, reason: DenyReason): Deny {
+  return denyOf(policy, '-', { kind: 'deny', reason, challenge: 'none' });
+}
+
+/**
+ * The decision function: request + policy (+ key stores, token cache, clock) → allow, deny or
+ * error. Rule selection: context_extensions `rule`/`policy` (gRPC), else the first rule matching
+ * host, path and method; no match is a deny. Both transports adapt its result.
+ */
+export async function decide(policy: Policy, req: AuthRequest, deps: DecisionDeps): Promise<Decision> {
+  const { path, query } = splitTarget(req.path);
+  const host = normalizeHost(req.host);
+  const method = req.method.toUpperCase();
+  let rules = policy.rules;
+  let policyName = 'default';
+  const ctxPolicy = req.contextExtensions['policy'];
+  if (ctxPolicy !== undefined) {
+    const named = policy.policies.get(ctxPolicy);
+    if (!named) return denyUnmatched(policy, 'unknown_policy');
+    rules = named;
+    policyName = ctxPolicy;
+  }
+  let rule: Rule | undefined;
+  const ctxRule = req.contextExtensions['rule'];
+  if (ctxRule !== undefined) {
+    rule = rules.find((r) => r.name === ctxRule);
+    if (!rule) return denyUnmatched(policy, 'unknown_policy');
+  }
+  if (isPreflight(req)) {
+    const requested = (req.headers['access-control-request-method'] ?? '').trim().toUpperCase();
+    const pre = rule ?? findRule(rules, requested, host, path);
+    if (pre?.allowPreflight)
+      return allowOf(policy, pre, policyName, { kind: 'allow', reason: 'cors_preflight', principals: [] });
+  }
+  rule ??= findRule(rules, method, host, path);
+  if (!rule) return denyUnmatched(policy, 'no_matching_rule');
+  const o = await evalRequirement(req, rule.requirement, policy, query, deps);
+  switch (o.kind) {
+    case 'allow':
+      return allowOf(policy, rule, policyName, o);
+    case 'deny':
+      return denyOf(policy, rule.name, o);
+    case 'error':
+      return { kind: 'error', reason: 'keys_unavailable', rule: rule.name };
+  }
+}

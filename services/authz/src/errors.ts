@@ -1,0 +1,52 @@
+/**
+ * Stable reason codes of authz decisions. They appear in deny bodies (`code`), in metrics (`reason`)
+ * and in logs; callers switch on them, never on messages.
+ */
+export const DenyReasons = {
+  missing_credentials: 'No credentials were presented',
+  malformed_token: 'The access token is malformed',
+  token_too_large: 'The access token is too large',
+  unknown_issuer: 'The access token issuer is not accepted',
+  alg_not_allowed: 'The access token algorithm is not allowed',
+  bad_signature: 'The access token signature is invalid',
+  unknown_kid: 'The access token key is unknown',
+  token_expired: 'The access token expired',
+  token_not_yet_valid: 'The access token is not yet valid',
+  token_issued_in_future: 'The access token was issued in the future',
+  token_too_old: 'The access token is too old',
+  wrong_issuer: 'The access token issuer is wrong',
+  wrong_audience: 'The access token audience is not accepted',
+  missing_claim: 'The access token lacks a required claim',
+  unsupported_token: 'The access token uses an unsupported feature',
+  invalid_token: 'The access token is invalid',
+  keys_expired: 'The issuer keys are too old to be trusted',
+  insufficient_scope: 'The access token lacks a required scope',
+  claim_mismatch: 'The credentials lack a required claim value',
+  invalid_api_key: 'The API key is invalid',
+  policy_deny: 'Access is denied by policy',
+  no_matching_rule: 'No rule allows this request',
+  unknown_policy: 'The route names an unknown policy or rule',
+  internal_error: 'The request could not be authorized',
+} as const;
+
+/** A reason for a deny. */
+export type DenyReason = keyof typeof DenyReasons;
+
+/** Reasons for an allow (metrics label). */
+export type AllowReason = 'public' | 'jwt' | 'api_key' | 'cors_preflight';
+
+/** Reasons for an infrastructure error (Envoy's failure mode decides). */
+export type ErrorReason = 'keys_unavailable' | 'internal';
+
+/** Stable codes of errors thrown inside authz (never shown to clients). */
+export type AuthzErrorCode = 'ERR_JWKS_FETCH' | 'ERR_JWKS_INVALID' | 'ERR_DISCOVERY_INVALID';
+
+/** An error with a stable code and a cause. */
+export class AuthzError extends Error {
+  readonly code: AuthzErrorCode;
+  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AuthzError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,115 @@
+import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { Logger } from '@extsvc/common/logger';
+import type { AuthRequest, Decision } from './decision.ts';
+import type { CheckRequest__Output } from '../../../proto/generated/envoy/service/auth/v3/CheckRequest.ts';
+import type { CheckResponse } from '../../../proto/generated/envoy/service/auth/v3/CheckResponse.ts';
+import type { HeaderValueOption } from '../../../proto/generated/envoy/config/core/v3/HeaderValueOption.ts';
+
+/** Envoy's merged header map (or the raw header_map with encode_raw_headers) as lower-case keys. */
+export function checkRequestToAuth(req: CheckRequest__Output): AuthRequest {
+  const http = req.attributes?.request?.http;
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(http?.headers ?? {})) headers[k.toLowerCase()] = v;
+  for (const h of http?.header_map?.headers ?? []) {
+    const k = h.key.toLowerCase();
+    const v = h.raw_value && h.raw_value.length > 0 ? h.raw_value.toString('utf8') : h.value;
+    headers[k] = headers[k] === undefined ? v : `${headers[k]},${v}`;
+  }
+  return {
+    method: http?.method || headers[':method'] || 'GET',
+    host: http?.host || headers[':authority'] || headers['host'] || '',
+    path: http?.path || headers[':path'] || '/',
+    headers,
+    contextExtensions: req.attributes?.context_extensions ?? {},
+  };
+}
+
+const overwrite = (key: string, value: string): HeaderValueOption => ({
+  header: { key, value },
+  // Current Envoy treats an unset `append` as "add another value": be explicit on both fields.
+  append: { value: false },
+  append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
+});
+
+/** Adapts a decision (allow or deny) to a CheckResponse; a deny is an OK RPC with denied_response. */
+export function decisionToCheckResponse(d: Exclude<Decision, { kind: 'error' }>): CheckResponse {
+  if (d.kind === 'allow') {
+    const fields: Record<string, { stringValue: string }> = {};
+    for (const [k, v] of Object.entries(d.metadata)) fields[k] = { stringValue: v };
+    return {
+      status: { code: GrpcStatus.OK },
+      ok_response: {
+        headers: d.headers.map(([k, v]) => overwrite(k, v)),
+        headers_to_remove: [...d.removeHeaders],
+      },
+      dynamic_metadata: { fields },
+    };
+  }
+  return {
+    status: {
+      code: d.status === 401 ? GrpcStatus.UNAUTHENTICATED : GrpcStatus.PERMISSION_DENIED,
+      message: d.reason,
+    },
+    // For access logs: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%
+    dynamic_metadata: { fields: { rule: { stringValue: d.rule }, reason: { stringValue: d.reason } } },
+    denied_response: {
+      status: { code: d.status as never },
+      headers: d.headers.map(([k, v]) => overwrite(k, v)),
+      body: d.body,
+    },
+  };
+}
+
+/** A forbidding answer used when something unexpected throws: never an RPC error for client input. */
+export const INTERNAL_DENY: Extract<Decision, { kind: 'deny' }> = {
+  kind: 'deny',
+  reason: 'internal_error',
+  rule: '-',
+  status: 403,
+  headers: [['content-type', 'application/json']],
+  body: JSON.stringify({
+    status: 403,
+    error: 'access_denied',
+    code: 'internal_error',
+    message: 'The request could not be authorized',
+  }),
+};
+
+/** Observes a finished check (metrics, logs). */
+export type CheckObserver = (transport: 'grpc' | 'http', d: Decision, startedNs: bigint) => void;
+
+/** The envoy.service.auth.v3.Authorization implementation. */
+export function checkImplementation(
+  decide: (req: AuthRequest) => Promise<Decision>,
+  observe: CheckObserver,
+  logger: Logger,
+): {
+  Check(call: ServerUnaryCall<CheckRequest__Output, CheckResponse>, cb: sendUnaryData<CheckResponse>): void;
+} {
+  return {
+    Check(call, cb) {
+      const started = process.hrtime.bigint();
+      let req: AuthRequest;
+      try {
+        req = checkRequestToAuth(call.request);
+      } catch (err) {
+        logger.warn({ err }, 'unreadable CheckRequest');
+        observe('grpc', INTERNAL_DENY, started);
+        cb(null, decisionToCheckResponse(INTERNAL_DENY));
+        return;
+      }
+      decide(req)
+        .catch((err: unknown): Decision => {
+          logger.error({ err }, 'decision failed');
+          return INTERNAL_DENY;
+        })
+        .then((d) => {
+          observe('grpc', d, started);
+          if (d.kind === 'error')
+            cb({ code: GrpcStatus.UNAVAILABLE, details: 'authorization backend unavailable' });
+          else cb(null, decisionToCheckResponse(d));
+        })
+        .catch((err: unknown) => logger.error({ err }, 'cannot answer Check'));
+    },
+  };
+}

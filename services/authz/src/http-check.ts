@@ -1,0 +1,147 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '@extsvc/common/logger';
+import type { AuthRequest, Decision } from './decision.ts';
+import { INTERNAL_DENY, type CheckObserver } from './grpc-check.ts';
+
+/** Options of the raw HTTP ext_authz listener. */
+export interface HttpCheckOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Envoy http_service path_prefix (Emissary AuthService path_prefix), stripped when present. */
+  readonly pathPrefix: string;
+  /** At or above Envoy's max_request_headers_kb (60 KiB by default). */
+  readonly maxHeaderBytes: number;
+  /** Idle keep-alive; longer than Envoy's upstream idle timeout so Envoy closes first. */
+  readonly keepAliveMs: number;
+}
+
+/** A running HTTP listener. */
+export interface HttpCheckServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Builds the AuthRequest of an HTTP-mode check: method and Host as sent, path without the prefix. */
+export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): AuthRequest {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined) continue;
+    headers[k] = Array.isArray(v) ? v.join(',') : v;
+  }
+  let path = req.url ?? '/';
+  if (pathPrefix !== '' && path.startsWith(pathPrefix)) {
+    path = path.slice(pathPrefix.length);
+    if (!path.startsWith('/')) path = `/${path}`;
+  }
+  return {
+    method: req.method ?? 'GET',
+    host: headers['host'] ?? headers[':authority'] ?? '',
+    path,
+    headers,
+    contextExtensions: {},
+  };
+}
+
+function send(res: ServerResponse, d: Decision): void {
+  if (d.kind === 'allow') {
+    // Envoy allows on exactly 200; x-envoy-auth-headers-to-remove strips client copies of identity headers.
+    // Claims may hold non-Latin-1 text: send its UTF-8 bytes (Node would throw on code points > 255).
+    for (const [k, v] of d.headers) res.setHeader(k, Buffer.from(v, 'utf8').toString('latin1'));
+    if (d.removeHeaders.length > 0)
+      res.setHeader('x-envoy-auth-headers-to-remove', d.removeHeaders.join(', '));
+    res.writeHead(200, { 'content-length': '0' }).end();
+  } else if (d.kind === 'deny') {
+    for (const [k, v] of d.headers) res.setHeader(k, v);
+    res.writeHead(d.status, { 'content-length': Buffer.byteLength(d.body) }).end(d.body);
+  } else {
+    // Only an infrastructure failure is a 5xx: Envoy's status_on_error / failure_mode_allow decides.
+    const body = JSON.stringify({ status: 503, error: 'unavailable', code: d.reason });
+    res
+      .writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      .end(body);
+  }
+}
+
+/** Starts the HTTP-mode listener: every method and path is a check. */
+export async function startHttpCheck(
+  opts: HttpCheckOptions,
+  decide: (req: AuthRequest) => Promise<Decision>,
+  observe: CheckObserver,
+  logger: Logger,
+): Promise<HttpCheckServer> {
+  const server: Server = createServer(
+    { maxHeaderSize: opts.maxHeaderBytes, requireHostHeader: false, keepAliveTimeout: opts.keepAliveMs },
+    (req, res) => {
+      const started = process.hrtime.bigint();
+      req.resume(); // the body (with_request_body) is not used; drain it
+      let auth: AuthRequest;
+      try {
+        auth = httpRequestToAuth(req, opts.pathPrefix);
+      } catch (err) {
+        logger.warn({ err }, 'unreadable HTTP check');
+        observe('http', INTERNAL_DENY, started);
+        send(res, INTERNAL_DENY);
+        return;
+      }
+      decide(auth)
+        .catch((err: unknown): Decision => {
+          logger.error({ err }, 'decision failed');
+          return INTERNAL_DENY;
+        })
+        .then((d) => {
+          observe('http', d, started);
+          try {
+            send(res, d);
+          } catch (err) {
+            logger.error({ err }, 'cannot send the decision');
+            if (!res.headersSent) {
+              res.removeHeader('x-envoy-auth-headers-to-remove');
+              for (const [k] of d.kind === 'allow' ? d.headers : []) res.removeHeader(k);
+              send(res, INTERNAL_DENY);
+            }
+          }
+        })
+        .catch((err: unknown) => logger.error({ err }, 'cannot answer HTTP check'));
+    },
+  );
+  server.keepAliveTimeout = opts.keepAliveMs;
+  server.headersTimeout = Math.max(60_000, Math.min(opts.keepAliveMs + 1000, 120_000));
+  // Oversized or malformed input is a deny (4xx), never a reset: a reset is an error for Envoy.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const body = JSON.stringify({
+      status,
+      error: 'invalid_request',
+      code: status === 431 ? 'headers_too_large' : 'bad_request',
+    });
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        const t = setTimeout(() => server.closeAllConnections(), 2000);
+        t.unref();
+      })),
+  };
+}

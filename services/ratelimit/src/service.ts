@@ -1,0 +1,85 @@
+import type { Logger } from 'pino';
+import { StoreError, ServiceError } from './errors.ts';
+import type { CounterStore, OverLimitCache } from './counter-store.ts';
+import {
+  assemble,
+  failOpen,
+  plan,
+  type CoreRequest,
+  type CoreResponse,
+  type CoreSettings,
+  type CounterResult,
+} from './limiter.ts';
+import type { Metrics } from './metrics.ts';
+import type { RuleSet } from './rules.ts';
+
+/** Dependencies of the rate limit service. */
+export interface ServiceDeps {
+  readonly rules: () => RuleSet | undefined;
+  readonly settings: CoreSettings;
+  readonly store: CounterStore;
+  readonly localCache: OverLimitCache;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly failOpen: boolean;
+  /** Epoch ms. */
+  readonly now: () => number;
+  readonly random: () => number;
+}
+
+/** ShouldRateLimit, transport-neutral: plan, local cache, one store call, assemble. */
+export class RateLimitService {
+  readonly #d: ServiceDeps;
+  constructor(deps: ServiceDeps) {
+    this.#d = deps;
+  }
+
+  /** Decides one request. Throws ServiceError (bad request / no config) or StoreError (Redis failure without fail-open). */
+  async shouldRateLimit(req: CoreRequest): Promise<CoreResponse> {
+    const d = this.#d;
+    let p;
+    try {
+      p = plan(req, d.rules(), d.settings, d.now(), d.random);
+    } catch (err) {
+      if (err instanceof ServiceError) d.metrics.callErrors.inc({ kind: 'service_error' });
+      throw err;
+    }
+    if (p.domainNotFound) d.metrics.domainMissing(req.domain);
+    const results: CounterResult[] = new Array<CounterResult>(p.ops.length);
+    const pending: number[] = [];
+    const now = p.nowMs;
+    p.ops.forEach((op, i) => {
+      if (op.algorithm === 'fixed_window' && d.localCache.enabled && d.localCache.has(op.key, now))
+        results[i] = { kind: 'local_over' };
+      else pending.push(i);
+    });
+    if (pending.length > 0) {
+      try {
+        const counts = await d.store.apply(pending.map((i) => p.ops[i]!));
+        pending.forEach((opIndex, j) => (results[opIndex] = { kind: 'count', after: counts[j] ?? 0 }));
+      } catch (err) {
+        d.metrics.redisErrors.inc();
+        d.metrics.callErrors.inc({ kind: 'redis_error' });
+        if (!d.failOpen) throw err;
+        d.logger.warn(
+          { err: err instanceof StoreError ? err.message : String(err) },
+          'counter store failed: failing open',
+        );
+        return {
+          overallCode: 'OK',
+          statuses: failOpen(p),
+          responseHeaders: [],
+          dynamicMetadata: undefined,
+          newlyOver: [],
+          stats: [],
+          globalShadowApplied: false,
+        };
+      }
+    }
+    const resp = assemble(p, results, d.settings);
+    for (const o of resp.newlyOver) d.localCache.set(o.key, o.windowEndMs);
+    d.metrics.record(resp.stats);
+    if (resp.globalShadowApplied) d.metrics.globalShadowMode.inc();
+    return resp;
+  }
+}
