@@ -20,10 +20,28 @@ const svc = (name: string, args: string[]): ManagedProcess =>
 
 const v = ENVOY_DEFAULTS;
 const procs: ManagedProcess[] = [
-  new ManagedProcess('upstream', node, [join(root, 'integration', 'harness', 'echo-server.ts'), `--port=${v.UPSTREAM_PORT}`], { cwd: root }),
-  svc('authz', ['--grpc-host=127.0.0.1', '--http-host=127.0.0.1', `--policy-file=${join(compose, 'authz', 'policy.yaml')}`]),
-  svc('ratelimit', ['--grpc-host=127.0.0.1', '--http-host=127.0.0.1', `--config-dir=${join(compose, 'ratelimit')}`, '--limit-response-headers-enabled']),
-  svc('acme', ['--challenge-host=127.0.0.1', `--hosts-file=${join(compose, 'acme', 'hosts.yaml')}`, `--cert-dir=${join(work, 'certs')}`]),
+  new ManagedProcess(
+    'upstream',
+    node,
+    [join(root, 'integration', 'harness', 'echo-server.ts'), `--port=${v.UPSTREAM_PORT}`],
+    { cwd: root },
+  ),
+  svc('authz', [
+    '--grpc-host=127.0.0.1',
+    '--http-host=127.0.0.1',
+    `--policy-file=${join(compose, 'authz', 'policy.yaml')}`,
+  ]),
+  svc('ratelimit', [
+    '--grpc-host=127.0.0.1',
+    '--http-host=127.0.0.1',
+    `--config-dir=${join(compose, 'ratelimit')}`,
+    '--limit-response-headers-enabled',
+  ]),
+  svc('acme', [
+    '--challenge-host=127.0.0.1',
+    `--hosts-file=${join(compose, 'acme', 'hosts.yaml')}`,
+    `--cert-dir=${join(work, 'certs')}`,
+  ]),
 ];
 
 const stopAll = async (code: number): Promise<never> => {
@@ -44,22 +62,36 @@ const admins: Record<string, number> = { authz: 9003, ratelimit: 6070, acme: 809
 try {
   for (const [name, port] of Object.entries(admins)) {
     const p = procs.find((x) => x.name === name) as ManagedProcess;
-    await waitUntil(`${name} ready`, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, {
-      timeoutMs: 30_000,
-      abort: () => (p.exitStatus ? p.logs() : undefined),
-    });
+    await waitUntil(
+      `${name} ready`,
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+      {
+        timeoutMs: 30_000,
+        abort: () => (p.exitStatus ? p.logs() : undefined),
+      },
+    );
   }
   const configPath = join(work, 'envoy.yaml');
   writeFileSync(configPath, renderEnvoyConfig({ ...v, LISTEN_ADDRESS: '127.0.0.1' }));
-  const envoy = new ManagedProcess('envoy', process.env['ENVOY_BIN'] ?? 'envoy', ['-c', configPath, '--use-dynamic-base-id', '--log-level', 'warn'], { cwd: root });
+  const envoy = new ManagedProcess(
+    'envoy',
+    process.env['ENVOY_BIN'] ?? 'envoy',
+    ['-c', configPath, '--use-dynamic-base-id', '--log-level', 'warn'],
+    { cwd: root },
+  );
   procs.push(envoy);
-  await waitUntil('envoy ready', async () => (await fetch(`http://127.0.0.1:${v.ADMIN_PORT}/ready`)).status === 200, {
-    timeoutMs: 30_000,
-    abort: () => (envoy.exitStatus ? envoy.logs() : undefined),
-  });
+  await waitUntil(
+    'envoy ready',
+    async () => (await fetch(`http://127.0.0.1:${v.ADMIN_PORT}/ready`)).status === 200,
+    {
+      timeoutMs: 30_000,
+      abort: () => (envoy.exitStatus ? envoy.logs() : undefined),
+    },
+  );
 } catch (err) {
   process.stderr.write(`failed to start: ${(err as Error).message}\n`);
-  for (const p of procs) process.stderr.write(`--- ${p.name}\n${p.logs().split('\n').slice(-20).join('\n')}\n`);
+  for (const p of procs)
+    process.stderr.write(`--- ${p.name}\n${p.logs().split('\n').slice(-20).join('\n')}\n`);
   await stopAll(1);
 }
 

@@ -15,6 +15,12 @@ import { MemoryChallengeStore } from '../../services/acme/src/stores.ts';
 import type { CaClient } from '../../services/acme/src/ca.ts';
 
 const quick = process.argv.includes('--quick');
+// Stop every stack on Ctrl-C / SIGTERM too, so no Pebble or acme process is left behind.
+const stacks = new Set<Stack>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    void Promise.allSettled([...stacks].map((s) => s.stop())).then(() => process.exit(130));
+  });
 const CLK = 100; // USER_HZ on Linux
 
 function procStats(pid: number): { cpuMs: number; rssMb: number; hwmMb: number } {
@@ -41,6 +47,7 @@ async function allReady(acme: ServiceHandle, n: number): Promise<void> {
 
 async function issueRun(n: number, concurrency: number): Promise<string> {
   const stack = new Stack(`acme-bench-${n}`);
+  stacks.add(stack);
   try {
     challtestsrvCompat(stack.mkdir('bin'));
     const challenge = await freePort();
@@ -84,6 +91,7 @@ async function issueRun(n: number, concurrency: number): Promise<string> {
 
 async function storedRun(n: number): Promise<string[]> {
   const stack = new Stack('acme-bench-stored');
+  stacks.add(stack);
   try {
     const certDir = stack.mkdir('certs');
     const store = new DirectoryCertificateStore(certDir);
@@ -94,10 +102,20 @@ async function storedRun(n: number): Promise<string[]> {
     const tw = performance.now();
     for (let i = 0; i < n; i++) {
       const keyPem = generatePrivateKey('ecdsa-p256');
-      const chainPem = createCertificateForKey([names[i] as string], keyPem, now - 3_600_000, now + 90 * 86_400_000, 'Bench CA');
+      const chainPem = createCertificateForKey(
+        [names[i] as string],
+        keyPem,
+        now - 3_600_000,
+        now + 90 * 86_400_000,
+        'Bench CA',
+      );
       await store.write(
         { namespace: 'default', name: `s${i}-tls` },
-        { chainPem, keyPem, meta: { temporary: false, names: [names[i] as string], issuedAt: new Date().toISOString() } },
+        {
+          chainPem,
+          keyPem,
+          meta: { temporary: false, names: [names[i] as string], issuedAt: new Date().toISOString() },
+        },
       );
     }
     const writeMs = performance.now() - tw;
@@ -175,11 +193,23 @@ const rows = [
   '| Hosts | max concurrent orders | spawn → all Ready | ready → all Ready | mean order | CPU during issue | CPU total | peak RSS |',
   '| --- | --- | --- | --- | --- | --- | --- | --- |',
 ];
-for (const [n, c] of quick ? [[1, 4], [10, 4]] : [[1, 4], [10, 4], [50, 4], [50, 16]]) {
+for (const [n, c] of quick
+  ? [
+      [1, 4],
+      [10, 4],
+    ]
+  : [
+      [1, 4],
+      [10, 4],
+      [50, 4],
+      [50, 16],
+    ]) {
   rows.push(await issueRun(n as number, c as number));
   process.stdout.write(`${rows.at(-1)}\n`);
 }
 const stored = await storedRun(quick ? 100 : 1000);
-const out = [`node ${process.version}, ${new Date().toISOString()}`, '', ...rows, '', ...stored, ''].join('\n');
+const out = [`node ${process.version}, ${new Date().toISOString()}`, '', ...rows, '', ...stored, ''].join(
+  '\n',
+);
 process.stdout.write(`\n${out}`);
 writeFileSync(join(import.meta.dirname, 'results.md'), out);

@@ -80,6 +80,14 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
     assert.match(leaf.subjectAltName ?? '', /DNS:b\.site\.test/);
     assert.equal(await acme.metric('acme_hosts', { state: 'Ready' }), 2);
     assert.ok((await acme.metric('acme_orders_total', { result: 'issued' })) >= 1);
+    assert.ok(
+      (await acme.metric('acme_request_duration_seconds_count', { op: 'new-order', status: '201' })) >= 1,
+    );
+    const notAfter = await acme.metric('acme_certificate_not_after_timestamp_seconds', {
+      secret: 'default/site-tls',
+      temporary: 'false',
+    });
+    assert.equal(notAfter * 1000, Date.parse(leaf.validTo));
   });
 
   it('keeps invalid and wildcard Hosts in Error beside the valid ones', async () => {

@@ -152,3 +152,34 @@ describe('acme protocol: ARI renewal window (RFC 9773) from the directory', func
     );
   });
 });
+
+describe('acme protocol: the CA cannot reach the challenge (no self-check)', function () {
+  const stack = new Stack('acme-invalid').install();
+  let acme: ServiceHandle;
+
+  before(async function () {
+    this.timeout(60_000);
+    challtestsrvCompat(stack.mkdir('bin'));
+    // Pebble validates on a port nobody listens on: every authorization becomes invalid.
+    const pebble = await stack.pebble({ httpPort: await freePort() });
+    const hostsFile = join(stack.dir, 'hosts.yaml');
+    writeHosts(hostsFile, [
+      { name: 'nope', hostname: 'nope.proto.test', secret: 'nope-tls', authority: pebble.directoryUrl },
+    ]);
+    acme = await stack.service('acme', { args: baseArgs(stack, pebble, hostsFile, 'invalid') });
+  });
+
+  it('reports the CA validation error and replaces the invalid order with a new one on retry', async function () {
+    this.timeout(40_000);
+    const err = await waitState(acme, 'default/nope', 'Error');
+    assert.equal(err.phasePending, 'ACMECertificateChallenge');
+    assert.match(err.errorReason ?? '', /^challenge for nope\.proto\.test failed: .*(connection refused|Connection refused|Connecting to)/i);
+    assert.equal(err.temporaryCertificate, true, 'the temporary certificate stays in place');
+    await waitUntil(
+      'a second order after the backoff',
+      async () => (await acme.metric('acme_request_duration_seconds_count', { op: 'new-order', status: '201' })) >= 2,
+      { timeoutMs: 20_000, intervalMs: 200 },
+    );
+    assert.ok((await acme.metric('acme_orders_total', { result: 'failed' })) >= 1);
+  });
+});

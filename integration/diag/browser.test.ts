@@ -20,12 +20,18 @@ import {
 
 type Browser = Awaited<ReturnType<typeof launchBrowser>>;
 
-/** Cell texts of a table section, by section id (the title, kebab-cased). */
-async function rows(page: Page, section: string): Promise<string[][]> {
-  return page.evaluate<string[][]>(
-    `Array.from(document.querySelectorAll('#${section} tbody tr')).map((tr) => Array.from(tr.cells).map((td) => td.textContent.trim()))`,
+/** Rows of a table section (section id: the title, kebab-cased), each keyed by column header. */
+async function rows(page: Page, section: string): Promise<Array<Record<string, string>>> {
+  const [head, body] = await page.evaluate<[string[], string[][]]>(
+    `[Array.from(document.querySelectorAll('#${section} thead th')).map((th) => th.textContent.trim()),
+      Array.from(document.querySelectorAll('#${section} tbody tr')).map((tr) => Array.from(tr.cells).map((td) => td.textContent.trim()))]`,
   );
+  return body.map((cells) => Object.fromEntries(head.map((h, i) => [h, cells[i] ?? ''])));
 }
+
+/** Picks columns of a row, in order. */
+const pick = (row: Record<string, string> | undefined, ...cols: string[]): string[] =>
+  cols.map((c) => row?.[c] ?? '(none)');
 
 /** Key/value entries of a kv section. */
 async function entries(page: Page, section: string): Promise<Map<string, string>> {
@@ -47,7 +53,9 @@ async function submit(page: Page, form: string): Promise<{ status: number; json:
   return { status: Number(m[1]), json: JSON.parse(m[2] ?? '{}') as Record<string, unknown> };
 }
 
-async function diagJson(svc: ServiceHandle): Promise<{ sections: Array<{ title: string; rows?: unknown[][]; entries?: unknown[][] }> }> {
+async function diagJson(
+  svc: ServiceHandle,
+): Promise<{ sections: Array<{ title: string; rows?: unknown[][]; entries?: unknown[][] }> }> {
   return JSON.parse((await svc.admin('/diag.json')).body) as {
     sections: Array<{ title: string; rows?: unknown[][]; entries?: unknown[][] }>;
   };
@@ -106,22 +114,62 @@ describe('diagnostics pages in headless Chromium', function () {
       };
       const rules = await rows(page, 'rules');
       assert.deepEqual(
-        rules.map((r) => r[2]),
+        rules.map((r) => r['rule']),
         config.policy.rules,
       );
-      assert.deepEqual(rules[3]?.slice(4, 7), ['/old*', 'any', 'deny 410']);
-      const providers = new Map((await rows(page, 'providers')).map((r) => [r[0], r]));
-      assert.equal(providers.get('remote')?.[1], authz.issuer.url);
-      assert.equal(providers.get('remote')?.[3], 'loaded');
-      assert.equal(providers.get('remote')?.[4], String(config.keys['remote']?.keys));
-      if (providers.get('remote')?.[5]) assert.equal(providers.get('remote')?.[5], authz.issuer.kid);
-      assert.equal(providers.get('hmac')?.[11], 'configured');
-      assert.deepEqual((await rows(page, 'api-key-sets'))[0]?.slice(0, 2), ['partners', 'x-api-key']);
+      assert.deepEqual(pick(rules[3], '#', 'path', 'methods', 'requires'), ['4', '/old*', 'any', 'deny 410']);
+      assert.deepEqual(pick(rules[2], 'requires'), ['jwt(hmac,remote)']);
+      const providers = new Map((await rows(page, 'providers')).map((r) => [r['provider'], r]));
+      const remote = providers.get('remote');
+      assert.deepEqual(pick(remote, 'issuer', 'state', 'keys', 'audiences'), [
+        authz.issuer.url,
+        'loaded',
+        String(config.keys['remote']?.keys),
+        'api',
+      ]);
+      // Key ids show once the key store reports them (kids in KeyStore.status()).
+      if (remote?.['key ids']) assert.equal(remote['key ids'], authz.issuer.kid);
+      assert.deepEqual(pick(providers.get('hmac'), 'keys from', 'state', 'HMAC secret'), [
+        'none (HMAC)',
+        'valid',
+        'configured',
+      ]);
+      assert.deepEqual(pick((await rows(page, 'api-key-sets'))[0], 'set', 'header', 'key names'), [
+        'partners',
+        'x-api-key',
+        'partner-one',
+      ]);
       const recent = await rows(page, 'recent-decisions');
-      // Newest first: time, result, method, host, path, rule, reason, status.
-      assert.deepEqual(recent[0]?.slice(1), ['deny', 'GET', `127.0.0.1:${authz.svc.ports.http}`, '/api/none', 'api', 'missing_credentials', '401']);
-      assert.deepEqual(recent[2]?.slice(1, 8), ['deny', 'DELETE', `127.0.0.1:${authz.svc.ports.http}`, '/old/thing', 'gone', 'policy_deny', '410']);
-      assert.deepEqual(recent[1]?.slice(5, 7), ['partner', 'api_key']);
+      const host = `127.0.0.1:${authz.svc.ports.http}`;
+      const cols = ['result', 'method', 'host', 'path', 'rule', 'reason', 'status'];
+      // Newest first.
+      assert.deepEqual(pick(recent[0], ...cols), [
+        'deny',
+        'GET',
+        host,
+        '/api/none',
+        'api',
+        'missing_credentials',
+        '401',
+      ]);
+      assert.deepEqual(pick(recent[1], ...cols), [
+        'allow',
+        'GET',
+        host,
+        '/partner/x',
+        'partner',
+        'api_key',
+        '',
+      ]);
+      assert.deepEqual(pick(recent[2], ...cols), [
+        'deny',
+        'DELETE',
+        host,
+        '/old/thing',
+        'gone',
+        'policy_deny',
+        '410',
+      ]);
       await shot(browser, page, 'authz-diag');
       await page.close();
     });
@@ -129,12 +177,17 @@ describe('diagnostics pages in headless Chromium', function () {
     it('the test form answers with the decision and leaves no trace in metrics or recent decisions', async () => {
       const decisionsBefore = await authz.svc.metric('authz_decisions_total');
       const checksBefore = await authz.svc.metric('authz_check_total');
-      const recentBefore = (await diagJson(authz.svc)).sections.find((s) => s.title === 'Recent decisions')?.rows;
+      const recentBefore = (await diagJson(authz.svc)).sections.find(
+        (s) => s.title === 'Recent decisions',
+      )?.rows;
       const page = await open(browser, authz.svc, true);
       await page.selectOption('#authz-test select[name=method]', 'POST');
       await page.fill('#authz-test input[name=host]', 'api.diag.test');
       await page.fill('#authz-test input[name=path]', '/api/orders?page=2');
-      await page.fill('#authz-test textarea[name=headers]', `authorization: Bearer ${await hmacToken({ sub: 'form-user' })}`);
+      await page.fill(
+        '#authz-test textarea[name=headers]',
+        `authorization: Bearer ${await hmacToken({ sub: 'form-user' })}`,
+      );
       const allow = await submit(page, 'authz-test');
       assert.equal(allow.status, 200);
       assert.deepEqual(allow.json['request'], {
@@ -158,36 +211,67 @@ describe('diagnostics pages in headless Chromium', function () {
       const deny = await submit(page, 'authz-test');
       assert.equal(deny.status, 200);
       const dd = deny.json['decision'] as Record<string, unknown>;
-      assert.deepEqual([dd['result'], dd['rule'], dd['reason'], dd['status']], ['deny', 'partner', 'invalid_api_key', 401]);
+      assert.deepEqual(
+        [dd['result'], dd['rule'], dd['reason'], dd['status']],
+        ['deny', 'partner', 'invalid_api_key', 401],
+      );
       await page.fill('#authz-test textarea[name=headers]', 'no colon here');
       assert.equal((await submit(page, 'authz-test')).status, 400);
       await page.close();
 
-      assert.equal(await authz.svc.metric('authz_decisions_total'), decisionsBefore, 'the form counted a decision');
+      assert.equal(
+        await authz.svc.metric('authz_decisions_total'),
+        decisionsBefore,
+        'the form counted a decision',
+      );
       assert.equal(await authz.svc.metric('authz_check_total'), checksBefore, 'the form counted a check');
-      const recentAfter = (await diagJson(authz.svc)).sections.find((s) => s.title === 'Recent decisions')?.rows;
+      const recentAfter = (await diagJson(authz.svc)).sections.find(
+        (s) => s.title === 'Recent decisions',
+      )?.rows;
       assert.deepEqual(recentAfter, recentBefore, 'the form shows up in recent decisions');
     });
   });
 
   describe('ratelimit', () => {
-    const counterKey = (): string => `diag:diag_key1_value1_subkey1_a_${Math.floor(Date.now() / 60_000) * 60}`;
+    const counterKey = (): string =>
+      `diag:diag_key1_value1_subkey1_a_${Math.floor(Date.now() / 60_000) * 60}`;
     before(async () => {
       // A minute boundary between the hits and the lookup would reset the counter: stay clear of it.
       const left = 60 - ((Date.now() / 1000) % 60);
       if (left < 15) await new Promise((r) => setTimeout(r, left * 1000 + 100));
-      for (let i = 0; i < 2; i++) assert.equal(await rl.hit('diag', [['key1', 'value1'], ['subkey1', 'a']]), 200);
+      for (let i = 0; i < 2; i++)
+        assert.equal(
+          await rl.hit('diag', [
+            ['key1', 'value1'],
+            ['subkey1', 'a'],
+          ]),
+          200,
+        );
       for (let i = 0; i < 3; i++) assert.equal(await rl.hit('diag', [['smooth', 's']]), 200);
     });
 
     it('shows the descriptor trees with limits and flags, the configuration and Redis', async () => {
       const page = await open(browser, rl.svc);
       const tree = (await page.locator('#descriptor-trees').textContent()) ?? '';
-      for (const s of ['domain diag', 'key1=value1', 'subkey15/MINUTE', 'key23/HOUR', 'shadow_mode', 'quota_mode', '7/HOUR sliding', 'freeunlimited'])
+      for (const s of [
+        'domain diag',
+        'key1=value1',
+        'subkey15/MINUTE',
+        'key23/HOUR',
+        'shadow_mode',
+        'quota_mode',
+        '7/HOUR sliding',
+        'freeunlimited',
+      ])
         assert.ok(tree.replace(/\s+/g, '').includes(s.replace(/\s+/g, '')), `tree lacks ${s}: ${tree}`);
-      const limits = new Map((await rows(page, 'limits')).map((r) => [r[1], r]));
-      assert.deepEqual(limits.get('diag.shadow')?.slice(2, 5), ['1/MINUTE', 'shadow', '']);
-      assert.deepEqual(limits.get('diag.quota')?.slice(2, 5), ['2/MINUTE', '', 'quota']);
+      const limits = new Map((await rows(page, 'limits')).map((r) => [r['rule'], r]));
+      assert.deepEqual(pick(limits.get('diag.shadow'), 'limit', 'shadow', 'quota'), [
+        '1/MINUTE',
+        'shadow',
+        '',
+      ]);
+      assert.deepEqual(pick(limits.get('diag.quota'), 'limit', 'shadow', 'quota'), ['2/MINUTE', '', 'quota']);
+      assert.deepEqual(pick(limits.get('diag.free'), 'limit'), ['unlimited']);
       const config = await entries(page, 'configuration');
       assert.equal(config.get('state'), 'loaded');
       assert.equal(config.get('last reload error'), 'none');
@@ -232,17 +316,30 @@ describe('diagnostics pages in headless Chromium', function () {
       assert.equal(await rl.svc.metric('ratelimit_service_rate_limit_total_hits'), hitsBefore);
       assert.equal(await rl.svc.metric('ratelimit_should_rate_limit_total'), requestsBefore);
       // And the next real hit counts from the same value.
-      assert.equal(await rl.hit('diag', [['key1', 'value1'], ['subkey1', 'a']]), 200);
+      assert.equal(
+        await rl.hit('diag', [
+          ['key1', 'value1'],
+          ['subkey1', 'a'],
+        ]),
+        200,
+      );
       assert.equal(rl.cli('GET', counterKey()).trim(), '3');
     });
 
     it('shows the load error of a failed reload while the last good configuration stays', async () => {
       const bad = join(rl.configDir, 'broken.yaml');
-      writeFileSync(bad, 'domain: broken\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n');
+      writeFileSync(
+        bad,
+        'domain: broken\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n',
+      );
       try {
-        await waitUntil('reload error on /diag.json', async () => (await rl.svc.admin('/diag.json')).body.includes('fortnight'), {
-          timeoutMs: 10_000,
-        });
+        await waitUntil(
+          'reload error on /diag.json',
+          async () => (await rl.svc.admin('/diag.json')).body.includes('fortnight'),
+          {
+            timeoutMs: 10_000,
+          },
+        );
         const page = await open(browser, rl.svc);
         const config = await entries(page, 'configuration');
         assert.equal(config.get('last reload'), 'failed');
@@ -255,43 +352,65 @@ describe('diagnostics pages in headless Chromium', function () {
       } finally {
         rmSync(bad, { force: true });
       }
-      await waitUntil('reload ok again', async () => !(await rl.svc.admin('/diag.json')).body.includes('fortnight'), {
-        timeoutMs: 10_000,
-      });
+      await waitUntil(
+        'reload ok again',
+        async () => !(await rl.svc.admin('/diag.json')).body.includes('fortnight'),
+        {
+          timeoutMs: 10_000,
+        },
+      );
     });
   });
 
   describe('acme', () => {
     it('shows every Host with state, phases, names, notAfter, renewal, error and backoff, the accounts, and no action', async () => {
       const live = new Map(
-        (JSON.parse((await acme.svc.admin('/hosts')).body) as { hosts: Array<Record<string, unknown>> }).hosts.map((h) => [
-          String(h['key']),
-          h,
-        ]),
+        (
+          JSON.parse((await acme.svc.admin('/hosts')).body) as { hosts: Array<Record<string, unknown>> }
+        ).hosts.map((h) => [String(h['key']), h]),
       );
       const page = await open(browser, acme.svc);
-      assert.equal(await page.locator('form, button, input, textarea, select').count(), 0, 'the acme page has controls');
-      const hosts = new Map((await rows(page, 'hosts')).map((r) => [r[0], r]));
+      assert.equal(
+        await page.locator('form, button, input, textarea, select').count(),
+        0,
+        'the acme page has controls',
+      );
+      const hosts = new Map((await rows(page, 'hosts')).map((r) => [r['host'], r]));
       assert.deepEqual([...hosts.keys()].sort(), [...live.keys()].sort());
       const ready = hosts.get('default/ready');
-      assert.deepEqual(ready?.slice(1, 8), ['ready.diag.test', 'Ready', 'NA', 'NA', 'ACME', 'default/ready-tls', 'ready.diag.test']);
-      assert.equal(ready?.[8], acme.readyNotAfter);
-      assert.equal(ready?.[9], live.get('default/ready')?.['nextRenewal']);
-      assert.ok(Date.parse(ready?.[9] ?? '') < Date.parse(acme.readyNotAfter));
+      assert.deepEqual(
+        pick(
+          ready,
+          'hostname',
+          'state',
+          'phase completed',
+          'phase pending',
+          'certificate source',
+          'tlsSecret',
+          'names',
+        ),
+        ['ready.diag.test', 'Ready', 'NA', 'NA', 'ACME', 'default/ready-tls', 'ready.diag.test'],
+      );
+      assert.equal(ready?.['notAfter'], acme.readyNotAfter);
+      assert.equal(ready?.['next renewal'], live.get('default/ready')?.['nextRenewal']);
+      assert.ok(Date.parse(ready?.['next renewal'] ?? '') < Date.parse(acme.readyNotAfter));
       const failing = hosts.get('default/failing');
-      assert.equal(failing?.[2], 'Error');
-      assert.equal(failing?.[8], 'temporary');
-      assert.equal(failing?.[10], live.get('default/failing')?.['errorReason']);
-      assert.match(failing?.[10] ?? '', /unreachable/i);
-      assert.equal(failing?.[12], '1h0m0s');
-      assert.equal(failing?.[9], live.get('default/failing')?.['nextRenewal']);
+      assert.deepEqual(pick(failing, 'state', 'notAfter', 'backoff'), ['Error', 'temporary', '1h0m0s']);
+      assert.equal(failing?.['last error'], live.get('default/failing')?.['errorReason']);
+      assert.match(failing?.['last error'] ?? '', /unreachable/i);
+      assert.equal(failing?.['next renewal'], live.get('default/failing')?.['nextRenewal']);
+      assert.equal(failing?.['error at'], live.get('default/failing')?.['errorTimestamp']);
       const wild = hosts.get('default/wild');
-      assert.equal(wild?.[2], 'Error');
-      assert.match(wild?.[10] ?? '', /wildcard/);
-      const accounts = new Map((await rows(page, 'accounts')).map((r) => [r[1], r]));
-      assert.deepEqual(accounts.get('ops@diag.test')?.slice(3, 6), ['registered', acme.accountUrl, 'default/ready']);
-      assert.equal(accounts.get('ops@diag.test')?.[0], acme.authority);
-      assert.deepEqual(accounts.get('other@diag.test')?.[5], 'default/failing');
+      assert.equal(wild?.['state'], 'Error');
+      assert.match(wild?.['last error'] ?? '', /wildcard/);
+      const accounts = new Map((await rows(page, 'accounts')).map((r) => [r['email'], r]));
+      assert.deepEqual(pick(accounts.get('ops@diag.test'), 'authority', 'state', 'account URL', 'hosts'), [
+        acme.authority,
+        'registered',
+        acme.accountUrl,
+        'default/ready',
+      ]);
+      assert.deepEqual(pick(accounts.get('other@diag.test'), 'hosts'), ['default/failing']);
       const issuer = await entries(page, 'issuer');
       assert.equal(issuer.get('Ready'), '1');
       assert.equal(issuer.get('Error'), '2');

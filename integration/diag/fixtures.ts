@@ -47,7 +47,8 @@ export class JwksIssuer {
         res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
         res.end(JSON.stringify(body));
       };
-      if (path === '/.well-known/openid-configuration') send({ issuer: this.url, jwks_uri: `${this.url}/jwks` });
+      if (path === '/.well-known/openid-configuration')
+        send({ issuer: this.url, jwks_uri: `${this.url}/jwks` });
       else if (path === '/jwks') send({ keys: [this.#jwk] });
       else res.writeHead(404).end();
     });
@@ -120,14 +121,21 @@ rules:
 `,
   );
   const svc = await stack.service('authz', { args: ['--policy-file', policy, '--policy-poll-ms', '200'] });
-  const check = async (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<number> => {
+  const check = async (
+    path: string,
+    headers: Record<string, string> = {},
+    method = 'GET',
+  ): Promise<number> => {
     const res = await fetch(`http://127.0.0.1:${svc.ports.http}${path}`, { method, headers });
     await res.arrayBuffer();
     return res.status;
   };
   // The remote issuer's keys are fetched in the background at start: wait until they verify a token.
   const warm = await issuer.token({ sub: 'warm-up' });
-  await waitUntil('authz verifies remote tokens', async () => (await check('/api/warm', { authorization: `Bearer ${warm}` })) === 200);
+  await waitUntil(
+    'authz verifies remote tokens',
+    async () => (await check('/api/warm', { authorization: `Bearer ${warm}` })) === 200,
+  );
   return { svc, issuer, check };
 }
 
@@ -183,7 +191,10 @@ export async function startRatelimit(stack: Stack): Promise<RatelimitFixture> {
     const res = await fetch(`http://127.0.0.1:${svc.ports.http}/json`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ domain, descriptors: [{ entries: entries.map(([key, value]) => ({ key, value })) }] }),
+      body: JSON.stringify({
+        domain,
+        descriptors: [{ entries: entries.map(([key, value]) => ({ key, value })) }],
+      }),
     });
     await res.arrayBuffer();
     return res.status;
@@ -232,18 +243,26 @@ export async function startAcme(stack: Stack): Promise<AcmeFixture> {
     { namespace: 'default', name: 'ready-tls' },
     {
       ...cert,
-      meta: { temporary: false, names: ['ready.diag.test'], authority, issuedAt: new Date(now).toISOString() },
+      meta: {
+        temporary: false,
+        names: ['ready.diag.test'],
+        authority,
+        issuedAt: new Date(now).toISOString(),
+      },
     },
   );
   const accountKeyPem = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     .privateKey.export({ format: 'pem', type: 'pkcs8' })
     .toString();
   const accountUrl = `${authority.replace('/dir', '')}/acme/acct/4242`;
-  await new FileAccountStore(join(certDir, '_accounts')).save(accountId({ authority, email: 'ops@diag.test' }), {
-    keyPem: accountKeyPem,
-    accountUrl,
-    directoryUrl: authority,
-  });
+  await new FileAccountStore(join(certDir, '_accounts')).save(
+    accountId({ authority, email: 'ops@diag.test' }),
+    {
+      keyPem: accountKeyPem,
+      accountUrl,
+      directoryUrl: authority,
+    },
+  );
   const svc = await stack.service('acme', {
     args: [
       `--hosts-file=${hostsFile}`,
@@ -287,7 +306,10 @@ export async function getText(url: string): Promise<{ status: number; body: stri
 }
 
 /** POST JSON, returns status and parsed JSON body. */
-export async function postJson(url: string, body: unknown): Promise<{ status: number; json: unknown; text: string }> {
+export async function postJson(
+  url: string,
+  body: unknown,
+): Promise<{ status: number; json: unknown; text: string }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -304,4 +326,5 @@ export async function postJson(url: string, body: unknown): Promise<{ status: nu
 }
 
 /** Admin URL of a service. */
-export const adminUrl = (svc: ServiceHandle, path: string): string => `http://127.0.0.1:${svc.ports.admin}${path}`;
+export const adminUrl = (svc: ServiceHandle, path: string): string =>
+  `http://127.0.0.1:${svc.ports.admin}${path}`;

@@ -37,9 +37,11 @@ interface AlertRule {
 const dashboard = (svc: ServiceName): Dashboard =>
   JSON.parse(readFileSync(join(MONITORING, `${svc}.json`), 'utf8')) as Dashboard;
 const alertRules = (): AlertRule[] =>
-  (parseYaml(readFileSync(join(MONITORING, 'alerts.yaml'), 'utf8')) as { groups: Array<{ rules: AlertRule[] }> }).groups.flatMap(
-    (g) => g.rules,
-  );
+  (
+    parseYaml(readFileSync(join(MONITORING, 'alerts.yaml'), 'utf8')) as {
+      groups: Array<{ rules: AlertRule[] }>;
+    }
+  ).groups.flatMap((g) => g.rules);
 
 function panelsOf(d: Dashboard): Panel[] {
   const out: Panel[] = [];
@@ -57,7 +59,8 @@ function panelsOf(d: Dashboard): Panel[] {
 function dashboardExprs(d: Dashboard): Array<{ where: string; expr: string }> {
   const out: Array<{ where: string; expr: string }> = [];
   for (const p of panelsOf(d))
-    for (const t of p.targets ?? []) if (t.expr) out.push({ where: `panel "${p.title ?? p.id}"`, expr: t.expr });
+    for (const t of p.targets ?? [])
+      if (t.expr) out.push({ where: `panel "${p.title ?? p.id}"`, expr: t.expr });
   for (const v of d.templating?.list ?? []) {
     const q = typeof v.query === 'string' ? v.query : v.query?.query;
     const m = q ? /label_values\(\s*([^,)]+)/.exec(q) : null;
@@ -165,7 +168,10 @@ describe('deploy/monitoring: dashboards and alerts use the metrics the services 
         assert.ok(p.gridPos, `${svc}: panel ${p.title} has no gridPos`);
         if (p.type !== 'row') assert.ok(p.datasource, `${svc}: panel ${p.title} has no datasource`);
       }
-      assert.ok(d.templating?.list.some((v) => v.type === 'datasource'), `${svc}: no datasource variable`);
+      assert.ok(
+        d.templating?.list.some((v) => v.type === 'datasource'),
+        `${svc}: no datasource variable`,
+      );
     }
   });
 
@@ -184,7 +190,8 @@ describe('deploy/monitoring: dashboards and alerts use the metrics the services 
       if (!balanced(r.expr)) problems.push(`${r.alert}: unbalanced expression`);
       const names = promqlMetricNames(r.expr);
       if (names.length === 0) problems.push(`${r.alert}: no metric`);
-      for (const n of names) if (!exported.get(svc)?.has(n)) problems.push(`${r.alert}: ${n} not exported by ${svc}`);
+      for (const n of names)
+        if (!exported.get(svc)?.has(n)) problems.push(`${r.alert}: ${n} not exported by ${svc}`);
     }
     assert.deepEqual(problems, [], problems.join('\n'));
   });
@@ -193,8 +200,9 @@ describe('deploy/monitoring: dashboards and alerts use the metrics the services 
     const rules = alertRules();
     const find = (what: string, pred: (r: AlertRule) => boolean): void =>
       assert.ok(rules.some(pred), `no alert for ${what}`);
-    find('a certificate expiring within 14 days', (r) =>
-      /acme_certificate_not_after_timestamp_seconds/.test(r.expr) && /14 \* 86400/.test(r.expr),
+    find(
+      'a certificate expiring within 14 days',
+      (r) => /acme_certificate_not_after_timestamp_seconds/.test(r.expr) && /14 \* 86400/.test(r.expr),
     );
     find('a failing renewal', (r) => /acme_certificate_renewal_timestamp_seconds/.test(r.expr));
     find('failing orders', (r) => /acme_orders_total\{result=~"failed/.test(r.expr));
@@ -202,7 +210,9 @@ describe('deploy/monitoring: dashboards and alerts use the metrics the services 
     find('authz errors', (r) => /authz_check_total\{result="error"\}/.test(r.expr));
     find('a deny-rate spike', (r) => /authz_check_total\{result="deny"\}\[5m\][\s\S]*\[6h\]/.test(r.expr));
     find('authz policy reload failures', (r) => /authz_policy_reload_ok/.test(r.expr));
-    find('ratelimit config reload failures', (r) => /ratelimit_service_config_load_total\{result="error"\}/.test(r.expr));
+    find('ratelimit config reload failures', (r) =>
+      /ratelimit_service_config_load_total\{result="error"\}/.test(r.expr),
+    );
     find('acme Hosts reload failures', (r) => /acme_hosts_reloads_total\{result="error"\}/.test(r.expr));
   });
 });

@@ -17,7 +17,8 @@ import {
 } from './fixtures.ts';
 
 /** Lines of a PEM body (the base64 of the key), each long enough to be unique. */
-const pemLines = (pem: string): string[] => pem.split('\n').filter((l) => l.length >= 40 && !l.startsWith('-----'));
+const pemLines = (pem: string): string[] =>
+  pem.split('\n').filter((l) => l.length >= 40 && !l.startsWith('-----'));
 
 /** Pieces of a JWT that must never be shown: the whole token, its payload and its signature. */
 const tokenParts = (t: string): string[] => [t, ...t.split('.').slice(1)];

@@ -1,8 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Agent } from 'node:https';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import { freePort, waitUntil, type ManagedProcess } from './proc.ts';
 import { ROOT, type Stack } from './stack.ts';
 

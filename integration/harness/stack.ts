@@ -132,6 +132,7 @@ export class Stack {
 
   /** Registers mocha hooks: print logs of every process after a failed test, fail when a process died unexpectedly, stop everything after the suite. */
   install(): this {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- mocha hook functions have their own `this`
     const stack = this;
     afterEach(function (this: Context) {
       const dead = stack.unexpectedExits();
@@ -205,7 +206,7 @@ export class Stack {
       );
     };
     await waitReady();
-    const stack = this;
+    const spawnAgain = (): ManagedProcess => this.spawn(name, process.execPath, args, env);
     const handle: ServiceHandle = {
       name,
       get proc() {
@@ -222,7 +223,7 @@ export class Stack {
       kill: () => proc.kill(),
       restart: async () => {
         await proc.stop();
-        proc = stack.spawn(name, process.execPath, args, env);
+        proc = spawnAgain();
         await waitReady();
       },
     };
@@ -420,8 +421,6 @@ export class Stack {
       '-https01',
       '',
       '-tlsalpn01',
-      '',
-      '-doh',
       '',
       '-management',
       `127.0.0.1:${challMgmt}`,

@@ -4,12 +4,11 @@
 // server. Configuration from the environment (see integration/kube/acme.test.ts).
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '@extsvc/common/logger';
 import { createAcmeCa } from '../../services/acme/src/acme-ca.ts';
 import type { CaClient } from '../../services/acme/src/ca.ts';
 import { Issuer, systemClock } from '../../services/acme/src/issuer.ts';
-import { kubeApis, mergePatch } from '../../services/acme/src/kube/api.ts';
+import { kubeApis, loadKubeConfig, mergePatch } from '../../services/acme/src/kube/api.ts';
 import { startKubeController } from '../../services/acme/src/kube/controller.ts';
 
 const env = (name: string, fallback?: string): string => {
@@ -20,9 +19,7 @@ const env = (name: string, fallback?: string): string => {
 const num = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 
 const logger = createLogger({ service: 'acme', level: 'info' });
-const kc = new KubeConfig();
-kc.loadFromFile(env('KUBECONFIG'));
-const apis = kubeApis(kc);
+const apis = kubeApis(loadKubeConfig(env('KUBECONFIG')));
 const ca = createAcmeCa({
   caPem: readFileSync(env('ACME_CA_FILE'), 'utf8'),
   requestTimeoutMs: 10_000,

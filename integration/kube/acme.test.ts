@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, before, after } from 'mocha';
 import { KubeConfig, Watch, type V1Secret } from '@kubernetes/client-node';
@@ -29,29 +27,6 @@ interface HostStatusBody {
   errorReason?: string;
   errorTimestamp?: string;
   errorBackoff?: string;
-}
-
-/**
- * Debian's pebble-challtestsrv (2.4.0) has no -doh flag, which Stack.pebble() passes: put a shim that
- * drops it first on PATH while Pebble starts. Remove once integration/harness/stack.ts stops passing it.
- */
-async function withChalltestsrvShim<T>(stack: Stack, fn: () => Promise<T>): Promise<T> {
-  const probe = spawnSync('pebble-challtestsrv', ['-h'], { encoding: 'utf8' });
-  if (/-doh/.test(`${probe.stdout}${probe.stderr}`)) return fn();
-  const dir = stack.mkdir('challtestsrv-shim');
-  const real = execFileSync('bash', ['-c', 'command -v pebble-challtestsrv'], { encoding: 'utf8' }).trim();
-  writeFileSync(
-    join(dir, 'pebble-challtestsrv'),
-    `#!/bin/bash\nargs=()\nwhile [ $# -gt 0 ]; do\n  if [ "$1" = "-doh" ]; then shift 2; continue; fi\n  args+=("$1"); shift\ndone\nexec ${real} "\${args[@]}"\n`,
-    { mode: 0o755 },
-  );
-  const path = process.env['PATH'];
-  process.env['PATH'] = `${dir}:${path ?? ''}`;
-  try {
-    return await fn();
-  } finally {
-    process.env['PATH'] = path;
-  }
 }
 
 const pemBlocks = (pem: string): string[] =>
@@ -182,9 +157,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     const followerPort = await freePort();
     // Envoy routes /.well-known/acme-challenge/ to the follower only: the leader orders, the follower answers.
     envoy = await stack.envoy({ ACME_CHALLENGE_PORT: followerPort });
-    pebble = await withChalltestsrvShim(stack, () =>
-      stack.pebble({ httpPort: envoy.httpPort, env: { PEBBLE_AUTHZREUSE: '0' } }),
-    );
+    pebble = await stack.pebble({ httpPort: envoy.httpPort, env: { PEBBLE_AUTHZREUSE: '0' } });
     leader = await startReplica('acme-a', await freePort(), { TEST_CONFLICT_SECRET: 'default/app-f-tls' });
     await waitUntil(
       'acme-a leads',

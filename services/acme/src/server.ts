@@ -5,7 +5,7 @@ import Fastify from 'fastify';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
-import { ConfigError, errorMessage } from '@extsvc/common/errors';
+import { ConfigError } from '@extsvc/common/errors';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
 import { createAcmeCa } from './acme-ca.ts';

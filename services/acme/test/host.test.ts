@@ -140,6 +140,15 @@ describe('acme host parsing', () => {
     assert.match(hostnameProblem('bad_label.example.com') ?? '', /not a valid DNS name/);
   });
 
+  it('parses the shipped example Hosts file into one certificate with two names', () => {
+    const text = readFileSync(new URL('../examples/hosts.yaml', import.meta.url), 'utf8');
+    const groups = groupHosts(parse(text));
+    assert.deepEqual(
+      groups.map((g) => [g.key, g.names]),
+      [['default/example-tls', ['example.test', 'www.example.test']]],
+    );
+  });
+
   it("encodes names as Edge Stack's NameEncode", () => {
     assert.equal(
       `${nameEncode('https://acme-v02.api.letsencrypt.org/directory')}--${nameEncode('julian@example.com')}`,

@@ -139,6 +139,11 @@ function hostText(h: HostMatcher): string {
   }
 }
 
+/** The pattern as written: without the anchoring wrapper the policy loader adds, slashes unescaped. */
+function regexText(r: RegExp): string {
+  return r.source.replace(/^\^\(\?:([\s\S]*)\)\$$/, '$1').replace(/\\\//g, '/');
+}
+
 function pathText(p: PathMatcher | undefined): string {
   if (!p) return 'any';
   switch (p.kind) {
@@ -147,7 +152,7 @@ function pathText(p: PathMatcher | undefined): string {
     case 'prefix':
       return `${p.prefix}*`;
     case 'regex':
-      return `~ ${p.regex.source}`;
+      return `~ ${regexText(p.regex)}`;
   }
 }
 
@@ -158,7 +163,7 @@ function claimText(m: ClaimMatcher): string {
     case 'oneOf':
       return `${m.claim} in ${JSON.stringify(m.values)}`;
     case 'regex':
-      return `${m.claim} ~ ${m.regex.source}`;
+      return `${m.claim} ~ ${regexText(m.regex)}`;
   }
 }
 
@@ -238,6 +243,19 @@ function sourceText(s: TokenSource): string {
     case 'cookie':
       return `cookie ${s.name}`;
   }
+}
+
+/** `RS256, RS384, RS512, ES256` → `RS256/384/512, ES256`. */
+export function compactAlgorithms(algs: readonly string[]): string {
+  const groups = new Map<string, string[]>();
+  for (const a of algs) {
+    const m = /^([A-Z]{2})(\d{3})$/.exec(a);
+    const key = m ? (m[1] as string) : a;
+    const list = groups.get(key) ?? [];
+    list.push(m ? (m[2] as string) : '');
+    groups.set(key, list);
+  }
+  return [...groups].map(([k, v]) => (v[0] === '' ? k : `${k}${v.join('/')}`)).join(', ');
 }
 
 function inlineKids(p: Provider): string[] {
@@ -321,7 +339,7 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
       s.fetchedAt ?? '',
       s.lastError ? `${s.lastError}${s.lastErrorAt ? ` (${s.lastErrorAt})` : ''}` : '',
       p.audiences.join(', ') || 'any',
-      p.algorithms.join(', '),
+      compactAlgorithms(p.algorithms),
       p.sources.map(sourceText).join(', '),
       p.hmacSecret ? 'configured' : '',
     ];

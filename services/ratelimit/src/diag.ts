@@ -60,8 +60,12 @@ export function safeRedisUrl(url: string): string {
   }
 }
 
-function limitText(l: LimitSpec): string {
-  return `${l.requestsPerUnit}/${l.unit}${l.algorithm === 'sliding_window' ? ' sliding' : ''}${l.name ? ` (${l.name})` : ''}`;
+const onOff = (b: boolean): string => (b ? 'on' : 'off');
+
+/** `5/MINUTE`, `10/HOUR sliding (burst)`; the limit's name is shown when it differs from the rule's. */
+function limitText(l: LimitSpec, ruleName = ''): string {
+  const name = l.name && l.name !== ruleName ? ` (${l.name})` : '';
+  return `${l.requestsPerUnit}/${l.unit}${l.algorithm === 'sliding_window' ? ' sliding' : ''}${name}`;
 }
 
 /** Flags of a rule, as shown on the page: shadow_mode, quota_mode, name, replaces... */
@@ -83,7 +87,8 @@ function nodeLabel(n: RuleNode): string {
 function tree(n: RuleNode): DiagTreeNode {
   const detail: string[] = [];
   if (n.rule) {
-    if (n.rule.limits.length > 0) detail.push(n.rule.limits.map(limitText).join(' + '));
+    const rule = n.rule;
+    if (rule.limits.length > 0) detail.push(rule.limits.map((l) => limitText(l, rule.name)).join(' + '));
     detail.push(...ruleFlags(n.rule));
   }
   if (n.valueToMetric) detail.push('value_to_metric');
@@ -103,7 +108,7 @@ function limitRows(rules: RuleSet): DiagValue[][] {
       rows.push([
         domain,
         n.rule.statKey,
-        n.rule.unlimited ? 'unlimited' : n.rule.limits.map(limitText).join(' + '),
+        n.rule.unlimited ? 'unlimited' : n.rule.limits.map((l) => limitText(l, n.rule?.name)).join(' + '),
         n.rule.shadowMode ? 'shadow' : '',
         n.rule.quotaMode ? 'quota' : '',
         ruleFlags(n.rule)
@@ -130,11 +135,11 @@ export function ratelimitDiagSections(src: RatelimitDiagSource): DiagSection[] {
     ['domains', rules ? [...rules.domains.keys()].join(', ') : ''],
     ['last reload', lastError === undefined ? 'ok' : 'failed'],
     ['last reload error', lastError ?? 'none'],
-    ['global shadow mode', s.globalShadowMode],
-    ['global quota mode', s.globalQuotaMode],
+    ['global shadow mode (SHADOW_MODE)', onOff(s.globalShadowMode)],
+    ['global quota mode (QUOTA_MODE)', onOff(s.globalQuotaMode)],
     ['near limit ratio', s.nearLimitRatio],
     ['cache key prefix', s.cacheKeyPrefix],
-    ['rate limit headers', s.responseHeaders.enabled],
+    ['rate limit headers', onOff(s.responseHeaders.enabled)],
   ];
   const ready = src.store.ready();
   const store: Array<readonly [string, DiagValue]> = [
@@ -145,10 +150,11 @@ export function ratelimitDiagSections(src: RatelimitDiagSource): DiagSection[] {
     store.push(
       ['redis type', src.redis.type],
       ['redis url', safeRedisUrl(src.redis.url)],
-      ['tls', src.redis.tls],
+      ['tls', onOff(src.redis.tls)],
       ['auth', src.redis.auth ? 'set (redacted)' : 'none'],
     );
-  } else if (src.store.kind === 'memory') store.push(['note', 'in-process counters: exact for one replica only']);
+  } else if (src.store.kind === 'memory')
+    store.push(['note', 'in-process counters: exact for one replica only']);
   const domains = rules ? [...rules.domains.keys()] : [];
   return [
     { kind: 'kv', title: 'Configuration', entries: config },
@@ -175,7 +181,12 @@ export function ratelimitDiagSections(src: RatelimitDiagSource): DiagSection[] {
         domains.length > 0
           ? { name: 'domain', label: 'Domain', kind: 'select', options: domains, value: domains[0] ?? '' }
           : { name: 'domain', label: 'Domain', kind: 'text' },
-        { name: 'descriptor', label: 'Descriptor entries (k=v,k2=v2)', kind: 'text', placeholder: 'key1=value1,subkey1=x' },
+        {
+          name: 'descriptor',
+          label: 'Descriptor entries (k=v,k2=v2)',
+          kind: 'text',
+          placeholder: 'key1=value1,subkey1=x',
+        },
       ],
     },
   ];
@@ -241,7 +252,13 @@ export async function lookupDescriptor(
   if (p.domainNotFound) return { domain, descriptor, match: 'domain_not_found', readOnly: true };
   const d = p.descriptors[0];
   if (!d || d.kind === 'none')
-    return { domain, descriptor, match: 'none', note: 'no rule matches: the descriptor is not limited', readOnly: true };
+    return {
+      domain,
+      descriptor,
+      match: 'none',
+      note: 'no rule matches: the descriptor is not limited',
+      readOnly: true,
+    };
   const rule = d.match.rule;
   const base = {
     domain,

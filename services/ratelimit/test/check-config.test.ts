@@ -33,6 +33,14 @@ describe('ratelimit/check-config', () => {
     }
   });
 
+  it('accepts the shipped example', () => {
+    assert.equal(
+      checkConfigDir(join(dirname(fileURLToPath(import.meta.url)), '..', 'examples', 'config'), false)
+        .exitCode,
+      0,
+    );
+  });
+
   it('exits 1 with the message on a bad file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rl-check-'));
     try {

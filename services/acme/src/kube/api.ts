@@ -3,7 +3,7 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  type KubeConfig,
+  KubeConfig,
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
@@ -32,6 +32,17 @@ export interface KubeApis {
   readonly core: CoreV1Api;
   readonly custom: CustomObjectsApi;
   readonly coordination: CoordinationV1Api;
+}
+
+/**
+ * Loads a KubeConfig: the file at `path` when given (out of cluster), else client-node's default
+ * order (KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount).
+ */
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (path !== undefined) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
 }
 
 /** Builds the API clients from a loaded KubeConfig (in-cluster or a kubeconfig file). */

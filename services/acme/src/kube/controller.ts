@@ -65,6 +65,8 @@ export interface KubeController {
   readonly isLeader: boolean;
   /** The current leader's identity as last seen. */
   readonly leader: string | undefined;
+  /** This replica's issuer while it leads (metrics: certificates(), running), else undefined. */
+  readonly issuer: Issuer | undefined;
   /** Statuses computed by this replica's issuer (empty on followers). */
   statuses(): HostStatus[];
   /** True once the Host informers have listed. */
@@ -432,6 +434,9 @@ export async function startKubeController(
     },
     get synced() {
       return synced;
+    },
+    get issuer() {
+      return issuer;
     },
     statuses: () => issuer?.statuses() ?? [],
     close: async () => {
