@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { Stack, ROOT, type ServiceHandle, type EnvoyHandle } from '../harness/stack.ts';
 import { waitUntil } from '../harness/proc.ts';
 
+const fixtures = join(import.meta.dirname, 'fixtures');
+
 describe('foundation: a real Envoy in front of the three services', function () {
   const stack = new Stack('foundation').install();
   let authz: ServiceHandle;
@@ -19,8 +21,10 @@ describe('foundation: a real Envoy in front of the three services', function () 
       stack.service('authz', {
         args: ['--policy-file', join(import.meta.dirname, 'fixtures', 'allow-all.yaml')],
       }),
-      stack.service('ratelimit'),
-      stack.service('acme'),
+      stack.service('ratelimit', { args: [`--config-dir=${join(fixtures, 'ratelimit')}`] }),
+      stack.service('acme', {
+        args: [`--hosts-file=${join(fixtures, 'hosts.yaml')}`, `--cert-dir=${stack.mkdir('certs')}`],
+      }),
       stack.echo(),
     ]);
     envoy = await stack.envoy({
@@ -73,7 +77,7 @@ describe('foundation: the harness notices failures and cleans up', function () {
     this.timeout(60_000);
     const inner = new Stack('harness-self-test');
     try {
-      const svc = await inner.service('ratelimit');
+      const svc = await inner.service('ratelimit', { args: [`--config-dir=${join(fixtures, 'ratelimit')}`] });
       const pid = svc.proc.child.pid as number;
       svc.proc.signal('SIGKILL');
       await waitUntil('ratelimit to die', () => svc.proc.exitStatus !== undefined);
@@ -85,7 +89,9 @@ describe('foundation: the harness notices failures and cleans up', function () {
       );
       assert.match(dead[0]?.logs() ?? '', /ratelimit started/);
       assert.throws(() => process.kill(pid, 0), /ESRCH/);
-      const other = await inner.service('acme');
+      const other = await inner.service('acme', {
+        args: [`--hosts-file=${join(fixtures, 'hosts.yaml')}`, `--cert-dir=${inner.mkdir('certs')}`],
+      });
       const otherPid = other.proc.child.pid as number;
       await inner.stop();
       assert.throws(() => process.kill(otherPid, 0), /ESRCH/);
@@ -94,6 +100,11 @@ describe('foundation: the harness notices failures and cleans up', function () {
     }
   });
 
+  const UNREADABLE = {
+    authz: ['--policy-file=/nonexistent/policy.yaml'],
+    ratelimit: ['--config-dir=/nonexistent/config'],
+    acme: ['--hosts-file=/nonexistent/hosts.yaml', '--cert-dir=/tmp'],
+  } as const;
   for (const name of ['authz', 'ratelimit', 'acme'] as const) {
     it(`${name}: bad configuration exits 2 with one line naming the problem`, () => {
       const main = join(ROOT, 'services', name, 'src', 'main.ts');
@@ -117,6 +128,13 @@ describe('foundation: the harness notices failures and cleans up', function () {
       });
       assert.equal(badEnv.status, 2);
       assert.match(badEnv.stderr, /ADMIN_PORT: must be a port number/);
+      const unreadable = run(...UNREADABLE[name]);
+      assert.equal(unreadable.status, 2, unreadable.stderr);
+      assert.match(
+        unreadable.stderr,
+        /\/nonexistent\/\S+'? \(ENOENT\)|\/nonexistent\/\S+.*(not found|ENOENT|cannot read)/,
+      );
+      assert.equal(unreadable.stderr.trim().split('\n').length, 1);
       const help = run('--help');
       assert.equal(help.status, 0);
       assert.match(help.stdout, /--admin-port=<port>/);
