@@ -59,7 +59,7 @@ export const ENVOY_DEFAULTS: EnvoyVars = {
   ACME_HOST: '127.0.0.1',
   ACME_CHALLENGE_PORT: 8089,
   UPSTREAM_HOST: '127.0.0.1',
-  UPSTREAM_PORT: 8080,
+  UPSTREAM_PORT: 8070,
   TLS: false,
   CERT_DIR: '/var/lib/extsvc/certs',
   TLS_SECRET: 'example-tls',
@@ -73,6 +73,7 @@ export const COMPOSE_VARS: EnvoyVars = {
   RATELIMIT_HOST: 'ratelimit',
   ACME_HOST: 'acme',
   UPSTREAM_HOST: 'upstream',
+  UPSTREAM_PORT: 8080,
   TLS: true,
   CERT_DIR: '/certs',
 };
