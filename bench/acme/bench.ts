@@ -76,14 +76,17 @@ async function issueRun(n: number, concurrency: number): Promise<string> {
       ],
     });
     const pid = acme.proc.child.pid as number;
+    const pebblePid = pebble.proc().child.pid as number;
     const atReady = procStats(pid);
+    const pebbleAtReady = procStats(pebblePid);
     const tReady = performance.now();
     await allReady(acme, n);
     const t1 = performance.now();
     const s = procStats(pid);
+    const pebbleCpu = procStats(pebblePid).cpuMs - pebbleAtReady.cpuMs;
     const orderSum = await acme.metric('acme_order_duration_seconds_sum', { result: 'issued' });
     const orders = await acme.metric('acme_order_duration_seconds_count', { result: 'issued' });
-    return `| ${n} | ${concurrency} | ${((t1 - t0) / 1000).toFixed(2)} s | ${((t1 - tReady) / 1000).toFixed(2)} s | ${((orderSum / orders) * 1000).toFixed(0)} ms | ${(s.cpuMs - atReady.cpuMs).toFixed(0)} ms | ${s.cpuMs.toFixed(0)} ms | ${s.hwmMb.toFixed(0)} MB |`;
+    return `| ${n} | ${concurrency} | ${((t1 - t0) / 1000).toFixed(2)} s | ${((t1 - tReady) / 1000).toFixed(2)} s | ${((orderSum / orders) * 1000).toFixed(0)} ms | ${(s.cpuMs - atReady.cpuMs).toFixed(0)} ms | ${pebbleCpu.toFixed(0)} ms | ${s.cpuMs.toFixed(0)} ms | ${s.hwmMb.toFixed(0)} MB |`;
   } finally {
     await stack.stop();
   }
@@ -190,8 +193,8 @@ async function storedRun(n: number): Promise<string[]> {
 }
 
 const rows = [
-  '| Hosts | max concurrent orders | spawn → all Ready | ready → all Ready | mean order | CPU during issue | CPU total | peak RSS |',
-  '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  '| Hosts | max concurrent orders | spawn → all Ready | ready → all Ready | mean order | acme CPU during issue | Pebble CPU during issue | acme CPU total | acme peak RSS |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
 ];
 for (const [n, c] of quick
   ? [
@@ -208,8 +211,16 @@ for (const [n, c] of quick
   process.stdout.write(`${rows.at(-1)}\n`);
 }
 const stored = await storedRun(quick ? 100 : 1000);
-const out = [`node ${process.version}, ${new Date().toISOString()}`, '', ...rows, '', ...stored, ''].join(
-  '\n',
-);
+const out = [
+  `node ${process.version}, ${new Date().toISOString()}, load average ${(await import('node:os'))
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')}`,
+  '',
+  ...rows,
+  '',
+  ...stored,
+  '',
+].join('\n');
 process.stdout.write(`\n${out}`);
 writeFileSync(join(import.meta.dirname, 'results.md'), out);

@@ -237,7 +237,7 @@ async function main(): Promise<void> {
       `--policy-file=${policy}`,
       '--token-cache-size=100',
     ],
-    { LOG_LEVEL: 'warn', NODE_OPTIONS: process.env['AUTHZ_NODE_OPTIONS'] ?? '' },
+    { LOG_LEVEL: 'warn', NODE_OPTIONS: process.env['AUTHZ_NODE_OPTIONS'] ?? '--max-semi-space-size=32' },
   );
   await waitUntil('authz ready', httpOk(`http://127.0.0.1:${ap}/readyz`), { timeoutMs: 30_000 });
   const viaAuthz = await envoy('envoy-authz', extAuthz('authz'), grpcCluster('authz', gp));

@@ -173,11 +173,15 @@ describe('acme protocol: the CA cannot reach the challenge (no self-check)', fun
     this.timeout(40_000);
     const err = await waitState(acme, 'default/nope', 'Error');
     assert.equal(err.phasePending, 'ACMECertificateChallenge');
-    assert.match(err.errorReason ?? '', /^challenge for nope\.proto\.test failed: .*(connection refused|Connection refused|Connecting to)/i);
+    assert.match(
+      err.errorReason ?? '',
+      /^challenge for nope\.proto\.test failed: .*(connection refused|Connection refused|Connecting to)/i,
+    );
     assert.equal(err.temporaryCertificate, true, 'the temporary certificate stays in place');
     await waitUntil(
       'a second order after the backoff',
-      async () => (await acme.metric('acme_request_duration_seconds_count', { op: 'new-order', status: '201' })) >= 2,
+      async () =>
+        (await acme.metric('acme_request_duration_seconds_count', { op: 'new-order', status: '201' })) >= 2,
       { timeoutMs: 20_000, intervalMs: 200 },
     );
     assert.ok((await acme.metric('acme_orders_total', { result: 'failed' })) >= 1);

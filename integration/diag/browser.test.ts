@@ -61,6 +61,12 @@ async function diagJson(
   };
 }
 
+/** Wide tables scroll inside their section; the page itself never gets wider than the phone. */
+async function assertFitsPhone(page: Page): Promise<void> {
+  const width = await page.evaluate<number>('document.documentElement.scrollWidth');
+  assert.ok(width <= 390, `page wider than the phone: ${width}`);
+}
+
 async function open(browser: Browser, svc: ServiceHandle, phone = false): Promise<Page> {
   const page = await browser.browser.newPage({
     viewport: phone ? { width: 390, height: 844 } : { width: 1400, height: 900 },
@@ -69,6 +75,7 @@ async function open(browser: Browser, svc: ServiceHandle, phone = false): Promis
   assert.equal(res?.status(), 200);
   assert.equal(await page.locator('h1').textContent(), svc.name);
   assert.equal(await page.locator('#readiness').textContent(), 'ready');
+  if (phone) await assertFitsPhone(page);
   return page;
 }
 
@@ -118,7 +125,7 @@ describe('diagnostics pages in headless Chromium', function () {
         config.policy.rules,
       );
       assert.deepEqual(pick(rules[3], '#', 'path', 'methods', 'requires'), ['4', '/old*', 'any', 'deny 410']);
-      assert.deepEqual(pick(rules[2], 'requires'), ['jwt(hmac,remote)']);
+      assert.deepEqual(pick(rules[2], 'requires'), ['jwt(hmac,remote,down)']);
       const providers = new Map((await rows(page, 'providers')).map((r) => [r['provider'], r]));
       const remote = providers.get('remote');
       assert.deepEqual(pick(remote, 'issuer', 'state', 'keys', 'audiences'), [
@@ -129,6 +136,8 @@ describe('diagnostics pages in headless Chromium', function () {
       ]);
       // Key ids show once the key store reports them (kids in KeyStore.status()).
       if (remote?.['key ids']) assert.equal(remote['key ids'], authz.issuer.kid);
+      assert.equal(providers.get('down')?.['state'], 'error');
+      assert.match(providers.get('down')?.['last error'] ?? '', /fetch failed at \S+ \(\d+ in a row\)|ERR_/);
       assert.deepEqual(pick(providers.get('hmac'), 'keys from', 'state', 'HMAC secret'), [
         'none (HMAC)',
         'valid',
@@ -416,6 +425,7 @@ describe('diagnostics pages in headless Chromium', function () {
       assert.equal(issuer.get('Error'), '2');
       await shot(browser, page, 'acme-diag');
       await page.setViewportSize({ width: 390, height: 844 });
+      await assertFitsPhone(page);
       await shot(browser, page, 'acme-diag-phone');
       await page.close();
     });

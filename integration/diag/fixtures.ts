@@ -95,6 +95,8 @@ export interface AuthzFixture {
 /** Starts authz with a policy holding SECRETS.hmac and SECRETS.apiKey (stop the issuer in after()). */
 export async function startAuthz(stack: Stack): Promise<AuthzFixture> {
   const issuer = await new JwksIssuer().start();
+  // An issuer nothing listens on: its provider shows the failing fetches.
+  const downPort = await freePort();
   const policy = join(stack.dir, 'policy.yaml');
   writeFileSync(
     policy,
@@ -107,6 +109,9 @@ providers:
     issuer: ${issuer.url}
     audiences: [api]
     tokenSources: [bearer, { cookie: session }, { query: access_token }]
+  down:
+    issuer: http://127.0.0.1:${downPort}
+    keyCache: { failedRetry: 200ms, timeout: 300ms }
 apiKeys:
   partners:
     keys: [ { name: partner-one, value: ${SECRETS.apiKey}, claims: { tenant: one } } ]
@@ -116,7 +121,7 @@ identity:
 rules:
   - { name: public, match: { pathPrefix: /public }, public: true }
   - { name: partner, match: { pathPrefix: /partner }, apiKey: partners }
-  - { name: api, match: { pathPrefix: /api }, jwt: { providers: [hmac, remote] } }
+  - { name: api, match: { pathPrefix: /api }, jwt: { providers: [hmac, remote, down] } }
   - { name: gone, match: { pathPrefix: /old }, deny: { status: 410 } }
 `,
   );

@@ -100,6 +100,47 @@ export interface KeyStatusView {
   readonly failures?: number;
 }
 
+/** What the fetch log knows about one issuer's discovery/JWKS fetches. */
+export interface FetchLogEntry {
+  readonly lastAttemptAt: string;
+  readonly lastResult: 'ok' | 'error' | 'invalid';
+  readonly lastOkAt: string | undefined;
+  readonly lastFailure: { readonly result: 'error' | 'invalid'; readonly at: string } | undefined;
+  /** Failed fetches since the last success. */
+  readonly failuresInARow: number;
+}
+
+/**
+ * Outcomes of discovery/JWKS fetches per issuer, fed by the authorizer's `onFetch` hook (the hook
+ * that also counts authz_jwks_fetch_total): when the last fetch failed, and how often in a row.
+ */
+export class FetchLog {
+  readonly #by = new Map<string, FetchLogEntry>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** Records one fetch outcome of `issuer`. */
+  record(issuer: string, result: 'ok' | 'error' | 'invalid'): void {
+    const at = new Date(this.#now()).toISOString();
+    const prev = this.#by.get(issuer);
+    this.#by.set(issuer, {
+      lastAttemptAt: at,
+      lastResult: result,
+      lastOkAt: result === 'ok' ? at : prev?.lastOkAt,
+      lastFailure: result === 'ok' ? prev?.lastFailure : { result, at },
+      failuresInARow: result === 'ok' ? 0 : (prev?.failuresInARow ?? 0) + 1,
+    });
+  }
+
+  /** The entry of `issuer`, undefined before its first fetch. */
+  get(issuer: string): FetchLogEntry | undefined {
+    return this.#by.get(issuer);
+  }
+}
+
 /** Result of the last policy (re)load, when the server keeps it. */
 export interface ReloadState {
   readonly ok: boolean;
@@ -123,6 +164,8 @@ export interface AuthzDiagSource {
   readonly policyFile?: string | undefined;
   /** Last reload outcome, when the server keeps it. */
   readonly reload?: () => ReloadState;
+  /** Fetch outcomes per issuer (fed by the authorizer's onFetch), when the server keeps them. */
+  readonly fetchLog?: FetchLog;
 }
 
 /** Admin path of the "test a request" form. */
@@ -277,12 +320,22 @@ function asKeyStatus(v: unknown): KeyStatusView {
   return out;
 }
 
-function keyState(p: Provider, s: KeyStatusView): string {
+function keyState(p: Provider, s: KeyStatusView, log: FetchLogEntry | undefined): string {
   if (p.keys.kind === 'none') return p.hmacSecret ? 'valid' : 'error';
   if (p.keys.kind === 'inline') return 'loaded';
-  if (s.lastError !== undefined && !s.keys) return 'error';
-  if (!s.keys) return 'pending';
-  return s.stale ? 'stale' : 'loaded';
+  const failing = s.lastError !== undefined || (log !== undefined && log.failuresInARow > 0);
+  if (!s.keys) return failing ? 'error' : 'pending';
+  return s.stale || failing ? 'stale' : 'loaded';
+}
+
+function lastErrorText(s: KeyStatusView, log: FetchLogEntry | undefined): string {
+  if (s.lastError) return `${s.lastError}${s.lastErrorAt ? ` (${s.lastErrorAt})` : ''}`;
+  if (!log?.lastFailure) return '';
+  const f = log.lastFailure;
+  const what = f.result === 'invalid' ? 'invalid document' : 'fetch failed';
+  return log.failuresInARow > 0
+    ? `${what} at ${f.at} (${log.failuresInARow} in a row)`
+    : `${what} at ${f.at}, recovered since`;
 }
 
 function rulesRows(policy: Policy): DiagValue[][] {
@@ -328,16 +381,18 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
   }
   const providers = [...policy.providers.values()].map((p): DiagValue[] => {
     const s = asKeyStatus(status[p.name]);
+    const log =
+      p.keys.kind === 'discovery' || p.keys.kind === 'remote' ? src.fetchLog?.get(p.issuer) : undefined;
     const kids = s.kids ?? inlineKids(p);
     return [
       p.name,
       p.issuer,
       keySourceText(p.keys),
-      keyState(p, s),
+      keyState(p, s, log),
       s.keys ?? (p.keys.kind === 'inline' ? kids.length : 0),
       kids.join(', '),
-      s.fetchedAt ?? '',
-      s.lastError ? `${s.lastError}${s.lastErrorAt ? ` (${s.lastErrorAt})` : ''}` : '',
+      s.fetchedAt ?? log?.lastOkAt ?? '',
+      lastErrorText(s, log),
       p.audiences.join(', ') || 'any',
       compactAlgorithms(p.algorithms),
       p.sources.map(sourceText).join(', '),

@@ -74,6 +74,7 @@ export async function startHttpCheck(
     { maxHeaderSize: opts.maxHeaderBytes, requireHostHeader: false, keepAliveTimeout: opts.keepAliveMs },
     (req, res) => {
       const started = process.hrtime.bigint();
+      res.sendDate = false; // nothing but the decision's headers (an allow-all upstream list would copy Date)
       req.resume(); // the body (with_request_body) is not used; drain it
       let auth: AuthRequest;
       try {

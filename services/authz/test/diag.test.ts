@@ -9,6 +9,7 @@ import type { AuthRequest, Decision } from '../src/decision.ts';
 import {
   authzDiagSections,
   compactAlgorithms,
+  FetchLog,
   parseTestRequest,
   RecentDecisions,
   recordingDecide,
@@ -112,6 +113,24 @@ describe('authz/diag', () => {
     );
   });
 
+  it('the fetch log tells failing issuers and their recovery', () => {
+    let t = Date.parse('2026-01-01T00:00:00Z');
+    const log = new FetchLog(() => (t += 1000));
+    log.record('https://a', 'error');
+    log.record('https://a', 'invalid');
+    assert.deepEqual(log.get('https://a'), {
+      lastAttemptAt: '2026-01-01T00:00:02.000Z',
+      lastResult: 'invalid',
+      lastOkAt: undefined,
+      lastFailure: { result: 'invalid', at: '2026-01-01T00:00:02.000Z' },
+      failuresInARow: 2,
+    });
+    log.record('https://a', 'ok');
+    assert.equal(log.get('https://a')?.failuresInARow, 0);
+    assert.equal(log.get('https://a')?.lastFailure?.at, '2026-01-01T00:00:02.000Z');
+    assert.equal(log.get('https://b'), undefined);
+  });
+
   it('summarises requirements, algorithms and URLs', () => {
     const api = POLICY.rules[1];
     assert.equal(requirementText(api!.requirement), 'anyOf(jwt(legacy) scopes=read | apiKey(partners))');
@@ -126,6 +145,8 @@ describe('authz/diag', () => {
     const a = authorizer();
     try {
       const recent = new RecentDecisions();
+      const fetchLog = new FetchLog(() => Date.parse('2026-01-01T00:00:05Z'));
+      fetchLog.record('https://login.example.com', 'error');
       const sections = authzDiagSections({
         policy: () => a.policy,
         keyStatus: () => ({ corp: { keys: 2, kids: ['k1', 'k2'], fetchedAt: '2026-01-01T00:00:00.000Z' } }),
@@ -133,6 +154,7 @@ describe('authz/diag', () => {
         decide: (r) => a.decide(r),
         policyFile: 'unit.yaml',
         reload: () => ({ ok: false, at: '2026-01-01T00:00:00.000Z', error: 'unit.yaml: rules[0]: bad' }),
+        fetchLog,
       });
       const json = JSON.stringify(sections);
       for (const secret of [HMAC, API_KEY, 'pw@', 'token=abc']) assert.ok(!json.includes(secret), secret);
@@ -150,7 +172,13 @@ describe('authz/diag', () => {
       const providers = sections.find((s) => s.title === 'Providers');
       assert.ok(providers?.kind === 'table');
       const corp = providers.rows.find((r) => r[0] === 'corp');
-      assert.deepEqual(corp?.slice(3, 6), ['loaded', 2, 'k1, k2']);
+      assert.deepEqual(corp?.slice(3, 8), [
+        'stale',
+        2,
+        'k1, k2',
+        '2026-01-01T00:00:00.000Z',
+        'fetch failed at 2026-01-01T00:00:05.000Z (1 in a row)',
+      ]);
       const policy = sections.find((s) => s.title === 'Policy');
       assert.ok(policy?.kind === 'kv');
       assert.deepEqual(

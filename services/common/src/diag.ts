@@ -155,6 +155,7 @@ h2{font-size:15px;margin:0 0 8px}dl{display:grid;grid-template-columns:max-conte
 .empty,.note{color:var(--muted);margin:0}.tree{margin:0;padding-left:18px}.tree .node{font-family:ui-monospace,monospace}.tree .detail{color:var(--muted);font-size:13px}
 pre{background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:8px;overflow-x:auto;font-size:13px;white-space:pre-wrap;word-break:break-word}pre:empty{display:none}
 form label{display:block;margin:6px 0;color:var(--muted);font-size:13px}input,select,textarea{display:block;width:100%;margin-top:2px;padding:7px;font:inherit;color:var(--fg);background:var(--bg);border:1px solid var(--line);border-radius:6px}
+@media (max-width:640px){dl{grid-template-columns:minmax(0,1fr);gap:0}dt{margin-top:6px}header{padding:10px 12px}main{padding:8px}}
 button{margin-top:8px;padding:8px 16px;font:inherit;font-weight:600;color:#fff;background:var(--accent);border:0;border-radius:6px;cursor:pointer}
 `;
 

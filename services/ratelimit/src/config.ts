@@ -68,7 +68,7 @@ export const RATELIMIT_OPTIONS = {
     kind: 'bool',
     env: 'RUNTIME_WATCH_ROOT',
     default: true,
-    doc: 'Accepted for compatibility; the directory is always polled, which sees symlink swaps.',
+    doc: 'As the reference: true names files by runtime key (config.<file>) in errors, false by file name. The directory is always polled, which sees symlink swaps.',
   },
   'config-poll-interval': {
     kind: 'duration',

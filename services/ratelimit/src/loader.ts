@@ -9,7 +9,7 @@ import { buildRuleSet, type RuleSet, type RulesFile } from './rules.ts';
 export interface RulesSource {
   /** Directory holding the YAML files. */
   readonly dir: string;
-  /** Name prefix: `config.` for the reference runtime layout (runtime keys), '' for --config-dir. */
+  /** Name prefix: `config.` for the reference runtime layout with RUNTIME_WATCH_ROOT (runtime keys), else ''. */
   readonly namePrefix: string;
   readonly ignoreDotfiles: boolean;
   readonly mergeDomains: boolean;
@@ -23,6 +23,8 @@ export function rulesSource(opts: {
   runtimeAppdirectory: string;
   runtimeIgnoredotfiles: boolean;
   mergeDomainConfig: boolean;
+  /** As the reference: with RUNTIME_WATCH_ROOT (default) names are runtime keys `config.<file>`, else `<file>`. */
+  runtimeWatchRoot?: boolean;
 }): RulesSource {
   if (opts.configDir !== undefined)
     return {
@@ -33,7 +35,7 @@ export function rulesSource(opts: {
     };
   return {
     dir: join(opts.runtimeRoot, opts.runtimeSubdirectory, opts.runtimeAppdirectory),
-    namePrefix: opts.runtimeAppdirectory + '.',
+    namePrefix: opts.runtimeWatchRoot === false ? '' : opts.runtimeAppdirectory + '.',
     ignoreDotfiles: opts.runtimeIgnoredotfiles,
     mergeDomains: opts.mergeDomainConfig,
   };

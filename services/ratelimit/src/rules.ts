@@ -129,16 +129,29 @@ function lineOf(doc: Document, node: YamlNode | null | undefined, src: string): 
   return line;
 }
 
+/**
+ * The message Go's yaml.v2 gives for the same syntax error (checked against yaml.v2 v2.4.0): scanner
+ * errors name the 1-based line of the problem (no line on the first line), parser errors the line
+ * before it.
+ */
 function yamlErrorText(err: {
   code: string;
   message: string;
   linePos?: [{ line: number }, ...unknown[]];
 }): string {
   const line = err.linePos?.[0]?.line ?? 1;
-  if (err.code === 'MISSING_CHAR' || err.code === 'UNEXPECTED_TOKEN')
-    return `yaml: line ${Math.max(1, line - 1)}: found unexpected end of stream`;
-  const first = err.message.split('\n')[0] ?? err.message;
-  return `yaml: line ${line}: ${first.replace(/ at line \d+, column \d+:?$/, '')}`;
+  const first = (err.message.split('\n')[0] ?? err.message).replace(/ at line \d+, column \d+:?$/, '');
+  const at = (n: number, msg: string): string =>
+    n > 1 || (n === 1 && msg.startsWith('did not')) ? `yaml: line ${n}: ${msg}` : `yaml: ${msg}`;
+  if (err.code === 'MISSING_CHAR' && first.startsWith('Missing closing'))
+    return at(line, 'found unexpected end of stream');
+  if (err.code === 'BLOCK_AS_IMPLICIT_KEY') return at(line, 'mapping values are not allowed in this context');
+  if (err.code === 'TAB_AS_INDENT') return at(line, 'found a tab character that violates indentation');
+  if (first.startsWith('Flow sequence') || first.startsWith('Flow map'))
+    return at(line - 1, 'did not find expected node content');
+  if (first.startsWith('Sequence item without') || first.startsWith('All mapping items must start'))
+    return at(line - 1, "did not find expected '-' indicator");
+  return `yaml: line ${line}: ${first}`;
 }
 
 /**
@@ -269,7 +282,8 @@ function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
           else visit(value);
           break;
         case 'list':
-          if (!Array.isArray(value)) bad('[]config.YamlDescriptor');
+          if (!Array.isArray(value))
+            bad(key === 'replaces' ? '[]config.yamlReplaces' : '[]config.YamlDescriptor');
           else for (const e of value) if (e && typeof e === 'object' && !Array.isArray(e)) visit(e);
           break;
         case 'any':

@@ -103,6 +103,7 @@ export async function start(
       runtimeSubdirectory: config.runtimeSubdirectory,
       runtimeAppdirectory: config.runtimeAppdirectory,
       runtimeIgnoredotfiles: config.runtimeIgnoredotfiles,
+      runtimeWatchRoot: config.runtimeWatchRoot,
       mergeDomainConfig: config.mergeDomainConfig,
     }),
     {

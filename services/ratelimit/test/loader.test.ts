@@ -35,17 +35,23 @@ describe('ratelimit/loader', () => {
     writeFileSync(join(dir, '..2026_01_01', 'a.yaml'), good('a'));
     symlinkSync('..2026_01_01', join(dir, '..data'));
     symlinkSync('..data/a.yaml', join(dir, 'a.yaml'));
-    const src = rulesSource({
+    const opts = {
       configDir: undefined,
       runtimeRoot: root,
       runtimeSubdirectory: 'ratelimit',
       runtimeAppdirectory: 'config',
       runtimeIgnoredotfiles: true,
       mergeDomainConfig: false,
-    });
+    };
+    const src = rulesSource(opts);
     assert.deepEqual(
       readRulesFiles(src).map((f) => f.name),
       ['config.a.yaml', 'config.b.yaml', 'config.sub.c.yaml'],
+    );
+    // RUNTIME_WATCH_ROOT=false: the reference names files relative to the app directory
+    assert.deepEqual(
+      readRulesFiles(rulesSource({ ...opts, runtimeWatchRoot: false })).map((f) => f.name),
+      ['a.yaml', 'b.yaml', 'sub.c.yaml'],
     );
   });
 

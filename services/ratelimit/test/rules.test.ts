@@ -37,6 +37,62 @@ describe('ratelimit/rules', () => {
         );
       });
     }
+    it('YAML syntax errors read like Go yaml.v2 (messages checked against yaml.v2 v2.4.0)', () => {
+      const cases: Array<[string, string]> = [
+        ['domain: test-domain\ndescriptors: "abc', 'yaml: line 2: found unexpected end of stream'],
+        ['domain: "abc', 'yaml: found unexpected end of stream'],
+        ["domain: 'abc\n", 'yaml: line 2: found unexpected end of stream'],
+        ['domain: a: b\n', 'yaml: mapping values are not allowed in this context'],
+        ['domain: d\nkey: a: b\n', 'yaml: line 2: mapping values are not allowed in this context'],
+        [
+          'domain: d\ndescriptors:\n  - key: a\n   value: b\n',
+          "yaml: line 3: did not find expected '-' indicator",
+        ],
+        [
+          'domain: d\ndescriptors:\n  - key: a\n  value: b\n',
+          "yaml: line 3: did not find expected '-' indicator",
+        ],
+        ['domain: d\n\tkey: a\n', 'yaml: line 2: found a tab character that violates indentation'],
+        ['domain: d\ndescriptors: [\n', 'yaml: line 2: did not find expected node content'],
+      ];
+      for (const [content, message] of cases)
+        assert.throws(() => buildRuleSet([{ name: 'f.yaml', content }], { mergeDomains: false }), {
+          message: `f.yaml: error loading config file: ${message}`,
+        });
+    });
+    it('type errors read like Go yaml.v2 decoding into the reference structs (checked against v2.4.0)', () => {
+      const cases: Array<[string, string]> = [
+        [
+          'domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: -1}\n',
+          'line 4: cannot unmarshal !!int `-1` into uint32',
+        ],
+        [
+          'domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 4294967296}\n',
+          'line 4: cannot unmarshal !!int `4294967296` into uint32',
+        ],
+        [
+          'domain: d\ndescriptors: abc\n',
+          'line 2: cannot unmarshal !!str `abc` into []config.YamlDescriptor',
+        ],
+        [
+          'domain: d\ndescriptors:\n  - key: k\n    rate_limit: abc\n',
+          'line 4: cannot unmarshal !!str `abc` into config.YamlRateLimit',
+        ],
+        [
+          'domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, replaces: abc}\n',
+          'line 4: cannot unmarshal !!str `abc` into []config.yamlReplaces',
+        ],
+        ['domain: d\ndescriptors:\n  - key: { domain: b }\n', 'line 3: cannot unmarshal !!map into string'],
+        [
+          'domain: d\ndescriptors:\n  - key: k\n    shadow_mode: abc\n    rate_limit: {unit: second, requests_per_unit: x}\n',
+          'line 4: cannot unmarshal !!str `abc` into bool\n  line 5: cannot unmarshal !!str `x` into uint32',
+        ],
+      ];
+      for (const [content, message] of cases)
+        assert.throws(() => buildRuleSet([{ name: 'f.yaml', content }], { mergeDomains: false }), {
+          message: `f.yaml: error loading config file: yaml: unmarshal errors:\n  ${message}`,
+        });
+    });
     it('duplicate domain across files unless merging', () => {
       const basic = readFileSync(join(FIXTURES, 'good', 'basic_config.yaml'), 'utf8');
       assert.throws(
