@@ -10,6 +10,13 @@ const root = join(import.meta.dirname, '..');
 const work = join(root, '.tools', 'run-local');
 const compose = join(root, 'deploy', 'compose');
 mkdirSync(join(work, 'certs'), { recursive: true });
+// Locally the example Host is left alone (authority none): no CA is contacted and no TLS listener is needed.
+const hostsFile = join(work, 'hosts.yaml');
+writeFileSync(
+  hostsFile,
+  'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: { name: example, namespace: default }\n' +
+    'spec:\n  hostname: example.test\n  acmeProvider: { authority: none }\n  tlsSecret: { name: example-tls }\n',
+);
 
 const node = process.execPath;
 const svc = (name: string, args: string[]): ManagedProcess =>
@@ -39,7 +46,7 @@ const procs: ManagedProcess[] = [
   ]),
   svc('acme', [
     '--challenge-host=127.0.0.1',
-    `--hosts-file=${join(compose, 'acme', 'hosts.yaml')}`,
+    `--hosts-file=${hostsFile}`,
     `--cert-dir=${join(work, 'certs')}`,
   ]),
 ];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { freePort, waitUntil } from '../../integration/harness/proc.ts';
 import { type ServiceHandle, Stack } from '../../integration/harness/stack.ts';
-import { challtestsrvCompat, hostStatuses, writeHosts } from '../../integration/acme/helpers.ts';
+import { hostStatuses, writeHosts } from '../../integration/acme/helpers.ts';
 import { createCertificateForKey, generatePrivateKey } from '../../services/acme/src/certs.ts';
 import { DirectoryCertificateStore } from '../../services/acme/src/file-store.ts';
 import { parseHostsText } from '../../services/acme/src/host.ts';
@@ -49,7 +49,6 @@ async function issueRun(n: number, concurrency: number): Promise<string> {
   const stack = new Stack(`acme-bench-${n}`);
   stacks.add(stack);
   try {
-    challtestsrvCompat(stack.mkdir('bin'));
     const challenge = await freePort();
     const pebble = await stack.pebble({ httpPort: challenge });
     const hostsFile = join(stack.dir, 'hosts.yaml');

@@ -62,7 +62,7 @@ export const ENVOY_DEFAULTS: EnvoyVars = {
   UPSTREAM_PORT: 8070,
   TLS: false,
   CERT_DIR: '/var/lib/extsvc/certs',
-  TLS_SECRET: 'example-tls',
+  TLS_SECRET: 'default/example-tls',
 };
 
 /** The docker-compose rendering: service names as hosts, admin on all interfaces inside the container. */

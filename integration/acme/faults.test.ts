@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'mocha';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { type EnvoyHandle, type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
 import { keyMatchesChain, readCertificate } from '../../services/acme/src/certs.ts';
-import { FaultProxy, type HostSpec, challtestsrvCompat, hostStatuses, writeHosts } from './helpers.ts';
+import { FaultProxy, type HostSpec, hostStatuses, writeHosts } from './helpers.ts';
 
 // Faults against real Pebble (behind a fault-injecting HTTPS proxy) and a real Envoy.
 describe('acme faults: rate limits, restarts, CA and challenge outages', function () {
@@ -39,7 +39,6 @@ describe('acme faults: rate limits, restarts, CA and challenge outages', functio
 
   before(async function () {
     this.timeout(90_000);
-    challtestsrvCompat(stack.mkdir('bin'));
     httpPort = await freePort();
     // 15 % of nonces rejected: badNonce is retried transparently by every step below.
     pebble = await stack.pebble({ httpPort, env: { PEBBLE_WFE_NONCEREJECT: '15' } });

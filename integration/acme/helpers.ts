@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest, createServer, type Server } from 'node:https';
 import { connect } from 'node:tls';
@@ -157,23 +156,4 @@ export class FaultProxy {
     this.#server.closeAllConnections();
     await new Promise<void>((r) => this.#server.close(() => r()));
   }
-}
-
-/**
- * Debian's pebble-challtestsrv (2.4.0) has no -doh flag, which the harness passes. Until the harness
- * stops passing it, put a shim first on PATH that drops `-doh <value>` and runs the real binary.
- * Does nothing when the installed binary knows -doh.
- */
-export function challtestsrvCompat(shimDir: string): void {
-  const help = spawnSync('pebble-challtestsrv', ['-h'], { encoding: 'utf8' });
-  if (`${help.stdout}${help.stderr}`.includes('-doh')) return;
-  const real = spawnSync('sh', ['-c', 'command -v pebble-challtestsrv'], { encoding: 'utf8' }).stdout.trim();
-  const shim = join(shimDir, 'pebble-challtestsrv');
-  writeFileSync(
-    shim,
-    `#!/bin/sh\n# drops -doh <value> (unknown to Debian's build)\nfor a do shift; if [ "$skip" = 1 ]; then skip=0; continue; fi; if [ "$a" = -doh ]; then skip=1; continue; fi; set -- "$@" "$a"; done\nexec ${real} "$@"\n`,
-    { mode: 0o755 },
-  );
-  if (!(process.env['PATH'] ?? '').startsWith(`${shimDir}:`))
-    process.env['PATH'] = `${shimDir}:${process.env['PATH'] ?? ''}`;
 }

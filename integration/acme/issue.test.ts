@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'mocha';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { type EnvoyHandle, type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
-import { challtestsrvCompat, hostStatuses, tlsServe, writeHosts } from './helpers.ts';
+import { hostStatuses, tlsServe, writeHosts } from './helpers.ts';
 
 // Real Pebble validates HTTP-01 through the real Envoy's HTTP listener routed to acme; Envoy's HTTPS
 // listener serves what acme stored, and serves the renewed certificate without a restart.
@@ -20,7 +20,6 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
 
   before(async function () {
     this.timeout(90_000);
-    challtestsrvCompat(stack.mkdir('bin'));
     const httpPort = await freePort();
     // 40 s certificates: renewal at 2/3 comes by itself within the suite.
     pebble = await stack.pebble({ httpPort, config: { certificateValidityPeriod: 40 } });

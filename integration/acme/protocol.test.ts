@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
-import { FaultProxy, challtestsrvCompat, hostStatuses, writeHosts } from './helpers.ts';
+import { FaultProxy, hostStatuses, writeHosts } from './helpers.ts';
 
 // Pebble's example EAB key (pebble-config-external-account-bindings.json).
 const EAB_KID = 'kid-1';
@@ -37,7 +37,6 @@ describe('acme protocol: external account binding', function () {
 
   before(async function () {
     this.timeout(60_000);
-    challtestsrvCompat(stack.mkdir('bin'));
     challenge = await freePort();
     pebble = await stack.pebble({
       httpPort: challenge,
@@ -92,7 +91,6 @@ describe('acme protocol: ARI renewal window (RFC 9773) from the directory', func
 
   before(async function () {
     this.timeout(60_000);
-    challtestsrvCompat(stack.mkdir('bin'));
     const challenge = await freePort();
     // Pebble's default validity is 5 years: without ARI the next renewal would be years away.
     const pebble = await stack.pebble({ httpPort: challenge });
@@ -159,7 +157,6 @@ describe('acme protocol: the CA cannot reach the challenge (no self-check)', fun
 
   before(async function () {
     this.timeout(60_000);
-    challtestsrvCompat(stack.mkdir('bin'));
     // Pebble validates on a port nobody listens on: every authorization becomes invalid.
     const pebble = await stack.pebble({ httpPort: await freePort() });
     const hostsFile = join(stack.dir, 'hosts.yaml');

@@ -16,7 +16,7 @@ import { envoyBin, ROOT } from '../harness/stack.ts';
 function fakeCertDir(secret: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'extsvc-envoy-validate-'));
   const d = join(dir, secret);
-  mkdirSync(d);
+  mkdirSync(d, { recursive: true });
   execFileSync(
     'openssl',
     [

@@ -7,6 +7,7 @@ import type {
   AccountStore,
   CertificateMeta,
   CertificateStore,
+  FailureRecord,
   StoredAccount,
   StoredCertificate,
 } from './stores.ts';
@@ -123,6 +124,28 @@ export class DirectoryCertificateStore implements CertificateStore {
       }
     }
     return { chainPem, keyPem, meta };
+  }
+
+  async readFailure(secret: SecretRef): Promise<FailureRecord | undefined> {
+    const text = await readOptional(join(this.dir(secret), 'failure.json'));
+    if (text === undefined) return undefined;
+    try {
+      const f = JSON.parse(text) as FailureRecord;
+      return typeof f.failures === 'number' && typeof f.at === 'number' && Array.isArray(f.names)
+        ? f
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async writeFailure(secret: SecretRef, failure: FailureRecord | undefined): Promise<void> {
+    const path = join(this.dir(secret), 'failure.json');
+    if (failure === undefined) await rm(path, { force: true });
+    else {
+      await mkdir(this.dir(secret), { recursive: true, mode: 0o755 });
+      await writeFileAtomic(path, `${JSON.stringify(failure, null, 2)}\n`, 0o644);
+    }
   }
 
   async write(secret: SecretRef, cert: StoredCertificate): Promise<void> {

@@ -266,6 +266,20 @@ export class Issuer {
       rt.failures += 1;
       rt.nextAttemptAt = clock.now() + this.#opts.backoff.initialMs;
     }
+    // A restart keeps the backoff (a crash loop must not turn into an order loop at the CA).
+    const failure = await certs.readFailure?.(g.secret).catch(() => undefined);
+    if (failure && failure.names.join(',') === g.names.join(',') && rt.state !== 'Ready') {
+      rt.failures = failure.failures;
+      rt.error = {
+        reason: failure.reason,
+        at: failure.at,
+        backoffMs: failure.backoffMs,
+        code: failure.code as AcmeErrorCode,
+      };
+      rt.nextAttemptAt = failure.at + failure.backoffMs;
+      rt.state = 'Error';
+      rt.phasePending = 'ACMECertificateChallenge';
+    }
     rt.loaded = true;
   }
 
@@ -417,9 +431,11 @@ export class Issuer {
       delete rt.window;
       this.#setCert(rt, { ...info, temporary: false });
       if (this.#opts.ari) await this.#refreshWindow(rt, chainPem);
+      const hadFailures = rt.failures > 0;
       rt.failures = 0;
       delete rt.error;
       delete rt.nextAttemptAt;
+      if (hadFailures) await certs.writeFailure?.(g.secret, undefined).catch(() => undefined);
       rt.state = 'Ready';
       this.#phase(rt, 'NA', 'NA');
       this.#deps.onOrder?.('issued', clock.now() - started);
@@ -440,6 +456,16 @@ export class Issuer {
       rt.nextAttemptAt = now + backoffMs;
       // The stored certificate is untouched; a still-valid one keeps serving.
       rt.state = 'Error';
+      await certs
+        .writeFailure?.(g.secret, {
+          names: g.names,
+          failures: rt.failures,
+          at: now,
+          backoffMs,
+          reason: err.message,
+          code: err.code,
+        })
+        .catch(() => undefined);
       this.#deps.onOrder?.(err.code === 'ERR_ACME_RATE_LIMITED' ? 'rate_limited' : 'failed', now - started);
       log.warn(
         {

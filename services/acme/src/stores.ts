@@ -21,12 +21,30 @@ export interface StoredCertificate {
   readonly meta: CertificateMeta;
 }
 
+/** The last failures of a certificate group, kept so that a restart does not reset the backoff. */
+export interface FailureRecord {
+  /** Names the failing order was for (a different set starts afresh). */
+  readonly names: readonly string[];
+  /** Consecutive failures. */
+  readonly failures: number;
+  /** Last failure, epoch ms. */
+  readonly at: number;
+  /** Delay before the next attempt, ms. */
+  readonly backoffMs: number;
+  readonly reason: string;
+  readonly code: string;
+}
+
 /** Where certificates go: a directory per tlsSecret (file mode) or Kubernetes Secrets (issue 6). */
 export interface CertificateStore {
   /** The stored pair, undefined when absent. Throws only on I/O failures other than absence. */
   read(secret: SecretRef): Promise<StoredCertificate | undefined>;
   /** Replaces the pair atomically: readers see the old pair or the new one, never a mix. */
   write(secret: SecretRef, cert: StoredCertificate): Promise<void>;
+  /** Optional: the persisted failure record (Kubernetes mode keeps it in Host status instead). */
+  readFailure?(secret: SecretRef): Promise<FailureRecord | undefined>;
+  /** Optional: persists (or clears, with undefined) the failure record. */
+  writeFailure?(secret: SecretRef, failure: FailureRecord | undefined): Promise<void>;
 }
 
 /** A stored ACME account. */

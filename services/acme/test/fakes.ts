@@ -4,7 +4,13 @@ import { createCertificateForKey } from '../src/certs.ts';
 import type { AcmeError } from '../src/errors.ts';
 import type { Clock } from '../src/issuer.ts';
 import type { RenewalWindow } from '../src/renewal.ts';
-import type { AccountStore, CertificateStore, StoredAccount, StoredCertificate } from '../src/stores.ts';
+import type {
+  AccountStore,
+  CertificateStore,
+  FailureRecord,
+  StoredAccount,
+  StoredCertificate,
+} from '../src/stores.ts';
 import type { SecretRef } from '../src/host.ts';
 
 /** A frozen clock whose timers fire only when the test advances time. */
@@ -125,9 +131,17 @@ export class FakeCa implements CaClient {
   async close(): Promise<void> {}
 }
 
-/** In-memory certificate store. */
+/** In-memory certificate store (with the optional failure records). */
 export class MemoryCertificateStore implements CertificateStore {
   readonly items = new Map<string, StoredCertificate>();
+  readonly failures = new Map<string, FailureRecord>();
+  async readFailure(s: SecretRef): Promise<FailureRecord | undefined> {
+    return this.failures.get(`${s.namespace}/${s.name}`);
+  }
+  async writeFailure(s: SecretRef, f: FailureRecord | undefined): Promise<void> {
+    if (f) this.failures.set(`${s.namespace}/${s.name}`, f);
+    else this.failures.delete(`${s.namespace}/${s.name}`);
+  }
   writes = 0;
   async read(s: SecretRef): Promise<StoredCertificate | undefined> {
     return this.items.get(`${s.namespace}/${s.name}`);

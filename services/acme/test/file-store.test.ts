@@ -66,6 +66,23 @@ describe('acme file store', () => {
     assert.equal(left.length, 2, `only ..data and one version remain: ${left.join(',')}`);
   });
 
+  it('persists and clears the failure record beside the certificate', async () => {
+    const store = new DirectoryCertificateStore(join(root, 'failures'));
+    assert.equal(await store.readFailure(secret), undefined);
+    const f = {
+      names: ['a.example.com'],
+      failures: 2,
+      at: 1000,
+      backoffMs: 600_000,
+      reason: 'down',
+      code: 'ERR_ACME_UNREACHABLE',
+    };
+    await store.writeFailure(secret, f);
+    assert.deepEqual(await store.readFailure(secret), f);
+    await store.writeFailure(secret, undefined);
+    assert.equal(await store.readFailure(secret), undefined);
+  });
+
   it('stores the account key and URL with mode 0600 in a 0700 directory', async () => {
     const accounts = new FileAccountStore(join(root, 'accounts'));
     assert.equal(await accounts.load('x'), undefined);

@@ -237,6 +237,41 @@ describe('acme issuer', () => {
     await issuer.close();
   });
 
+  it('keeps the backoff across a restart, and clears it after a success', async () => {
+    const first = setup();
+    first.ca.outcomes.push({
+      kind: 'fail',
+      error: new AcmeError('ERR_ACME_UNREACHABLE', 'ACME server unreachable'),
+    });
+    await first.issuer.setHosts(hostsYaml(one));
+    await first.issuer.idle();
+    await first.issuer.close();
+    assert.equal(first.certs.failures.get('default/a-tls')?.failures, 1);
+    const second = new Issuer(
+      {
+        clock: first.clock,
+        random: () => 0,
+        ca: first.ca,
+        certs: first.certs,
+        accounts: first.accounts,
+        challenges: new MemoryChallengeStore(),
+        logger: silentLogger,
+      },
+      opts,
+    );
+    await second.setHosts(hostsYaml(one));
+    await settle();
+    assert.equal(first.ca.orders.length, 1, 'no order before the backoff ends');
+    assert.equal(second.statuses()[0]?.state, 'Error');
+    assert.equal(second.statuses()[0]?.errorReason, 'ACME server unreachable');
+    first.clock.advance(5 * MIN);
+    await settle();
+    await second.idle();
+    assert.equal(second.statuses()[0]?.state, 'Ready');
+    assert.equal(first.certs.failures.size, 0);
+    await second.close();
+  });
+
   it('caps the backoff', async () => {
     const { issuer, ca, clock } = setup({ backoff: { initialMs: MIN, maxMs: 4 * MIN } });
     ca.defaultOutcome = { kind: 'fail', error: new AcmeError('ERR_ACME_ORDER', 'challenge failed') };
