@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { parseOptions, type ParseResult } from '@extsvc/common/config';
 import { ConfigError } from '@extsvc/common/errors';
 import { COMMON_OPTIONS } from '@extsvc/common/runtime';
@@ -180,6 +181,84 @@ export const ACME_OPTIONS = {
     default: 7 * 86_400_000,
     doc: 'Validity of the temporary self-signed certificate written before the first issue.',
   },
+  'host-source': {
+    kind: 'enum',
+    env: 'HOST_SOURCE',
+    values: ['file', 'kubernetes'],
+    default: 'file',
+    doc: 'Where Hosts come from: the --hosts-file, or Host resources in the Kubernetes API (then --store=kubernetes).',
+  },
+  store: {
+    kind: 'enum',
+    env: 'STORE',
+    values: ['directory', 'kubernetes'],
+    default: 'directory',
+    doc: 'Where certificates, account keys and challenge tokens live: --cert-dir files, or Secrets/ConfigMaps.',
+  },
+  kubeconfig: {
+    kind: 'file',
+    env: 'KUBECONFIG',
+    doc: 'Kubeconfig for the Kubernetes mode; unset: in-cluster service account.',
+  },
+  'watch-namespaces': {
+    kind: 'list',
+    env: 'WATCH_NAMESPACES',
+    default: [],
+    doc: 'Namespaces whose Hosts are watched (comma-separated); empty: all namespaces.',
+  },
+  'kube-ambassador-id': {
+    kind: 'list',
+    env: 'KUBE_AMBASSADOR_ID',
+    default: [],
+    doc: 'Kubernetes mode opt-in: Hosts with one of these ambassador_ids are managed; with none, only Hosts annotated acme.extsvc.dev/manage: "true" (never fights Edge Stack).',
+  },
+  'pod-namespace': {
+    kind: 'string',
+    env: 'POD_NAMESPACE',
+    default: 'extsvc',
+    doc: "acme's own namespace: its Lease, challenge ConfigMaps and derived account Secrets.",
+  },
+  'pod-name': {
+    kind: 'string',
+    env: 'POD_NAME',
+    default: hostname(),
+    doc: "This replica's identity in the leader-election Lease (default: the host name).",
+  },
+  'lease-name': {
+    kind: 'string',
+    env: 'LEASE_NAME',
+    default: 'extsvc-acme',
+    doc: 'Name of the leader-election Lease.',
+  },
+  'lease-duration': {
+    kind: 'duration',
+    env: 'LEASE_DURATION',
+    default: 15_000,
+    doc: 'Lease duration: a dead leader is replaced after at most this long.',
+  },
+  'renew-deadline': {
+    kind: 'duration',
+    env: 'RENEW_DEADLINE',
+    default: 10_000,
+    doc: 'A leader that cannot renew its Lease within this long steps down.',
+  },
+  'retry-period': {
+    kind: 'duration',
+    env: 'RETRY_PERIOD',
+    default: 2_000,
+    doc: 'Interval of Lease attempts and renewals.',
+  },
+  'secret-check-interval': {
+    kind: 'duration',
+    env: 'SECRET_CHECK_INTERVAL',
+    default: 30_000,
+    doc: 'How often the leader checks that its Secrets still exist (a deleted Secret is reissued).',
+  },
+  'challenge-mapping-service': {
+    kind: 'string',
+    env: 'CHALLENGE_MAPPING_SERVICE',
+    doc: 'When set (name.namespace:port of acme), the leader creates the per-Host challenge Mapping for Emissary.',
+  },
 } as const;
 
 /** Parsed acme configuration. */
@@ -223,6 +302,14 @@ export function loadConfig(
     if (!pem.includes('-----BEGIN CERTIFICATE-----'))
       problems.push({ field: `${o.caFile}: --ca-file`, message: 'contains no PEM certificate' });
   }
+  if (o.hostSource === 'kubernetes' && o.store !== 'kubernetes')
+    problems.push({ field: '--store', message: "must be 'kubernetes' with --host-source=kubernetes" });
+  if (o.hostSource === 'file' && o.store === 'kubernetes')
+    problems.push({ field: '--store', message: "'kubernetes' needs --host-source=kubernetes" });
+  if (o.hostSource === 'kubernetes' && o.hostsFile !== undefined)
+    problems.push({ field: '--hosts-file', message: 'not used with --host-source=kubernetes' });
+  if (o.leaseDuration <= o.renewDeadline)
+    problems.push({ field: '--lease-duration', message: 'must be longer than --renew-deadline' });
   if (problems.length > 0) throw new ConfigError(problems);
   return parsed;
 }

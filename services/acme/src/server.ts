@@ -15,15 +15,19 @@ import { ACME_OPTIONS, type AcmeConfig } from './config.ts';
 import { DirectoryCertificateStore, FileAccountStore } from './file-store.ts';
 import type { HostDefaults } from './host.ts';
 import { FileHostSource, type HostSource } from './host-source.ts';
-import { type Clock, Issuer, systemClock } from './issuer.ts';
+import { type Clock, type HostStatus, Issuer, systemClock } from './issuer.ts';
 import { createSelfCheck } from './self-check.ts';
 import { MemoryChallengeStore } from './stores.ts';
+import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts';
+import { kubeApis, loadKubeConfig } from './kube/api.ts';
+import { startKubeController } from './kube/controller.ts';
 
 /** A running acme service. */
 export interface AcmeService {
   readonly challengePort: number;
   readonly adminPort: number;
-  readonly issuer: Issuer;
+  /** The file-mode issuer (undefined in Kubernetes mode, where the leader builds its own). */
+  readonly issuer: Issuer | undefined;
   close(): Promise<void>;
 }
 
@@ -47,14 +51,17 @@ export async function start(
     authority: config.defaultAuthority,
     ambassadorIds: config.ambassadorId,
   };
+  const kubeMode = config.hostSource === 'kubernetes';
   const source = overrides.hosts ?? new FileHostSource(config.hostsFile, defaults, config.hostsPollInterval);
-  const first = source.load();
+  const first = kubeMode ? { kind: 'ok' as const, hosts: [], ignored: 0 } : source.load();
   if (first.kind === 'error') throw new ConfigError(first.problems);
 
   // Without a Hosts file nothing is ever written; the directories are then only placeholders.
   const certDir = resolve(config.certDir ?? 'certs');
   const accountDir = resolve(config.accountDir ?? join(certDir, '_accounts'));
-  if (config.hostsFile !== undefined) {
+  if (kubeMode)
+    log.info({ namespaces: config.watchNamespaces }, 'Kubernetes mode: Hosts, Secrets and Leases in the API');
+  else if (config.hostsFile !== undefined) {
     await mkdir(certDir, { recursive: true });
     await mkdir(accountDir, { recursive: true, mode: 0o700 });
   } else log.warn('no --hosts-file: no Hosts, the challenge server only');
@@ -105,43 +112,81 @@ export async function start(
       poll: { minMs: config.pollInterval, maxMs: 10_000, attempts: 12 },
       onRequest: (op, status, seconds) => requestSeconds.observe({ op, status }, seconds),
     });
-  const challenges = new MemoryChallengeStore();
   const clock = overrides.clock ?? systemClock;
-  const issuer = new Issuer(
-    {
-      clock,
-      random: overrides.random ?? Math.random,
-      ca,
-      certs: new DirectoryCertificateStore(certDir, config.envoyCertDir, parseInt(config.keyFileMode, 8)),
-      accounts: new FileAccountStore(accountDir),
-      challenges,
-      logger: log.child({ component: 'issuer' }),
-      ...(config.selfCheckAddress !== undefined
-        ? {
-            selfCheck: createSelfCheck({
-              address: config.selfCheckAddress,
-              attempts: config.selfCheckAttempts,
-              intervalMs: 1000,
-              timeoutMs: 10_000,
-            }),
-          }
-        : {}),
-      onOrder: (result, ms) => {
-        orders.inc({ result });
-        orderSeconds.observe({ result }, ms / 1000);
+  const makeIssuer = (stores: {
+    certs: CertificateStore;
+    accounts: AccountStore;
+    challenges: ChallengeStore;
+  }): Issuer =>
+    new Issuer(
+      {
+        clock,
+        random: overrides.random ?? Math.random,
+        ca,
+        ...stores,
+        logger: log.child({ component: 'issuer' }),
+        ...(config.selfCheckAddress !== undefined
+          ? {
+              selfCheck: createSelfCheck({
+                address: config.selfCheckAddress,
+                attempts: config.selfCheckAttempts,
+                intervalMs: 1000,
+                timeoutMs: 10_000,
+              }),
+            }
+          : {}),
+        onOrder: (result, ms) => {
+          orders.inc({ result });
+          orderSeconds.observe({ result }, ms / 1000);
+        },
       },
-    },
-    {
-      renewal: { fraction: config.renewFraction, jitter: config.renewJitter },
-      backoff: { initialMs: config.backoffInitial, maxMs: config.backoffMax },
-      maxConcurrent: config.maxConcurrentOrders,
-      keyType: config.keyType as KeyType,
-      temporaryValidityMs: config.temporaryValidity,
-      challengeTtlMs: 10 * 60_000,
-      ari: config.ari,
-      maxSleepMs: 3_600_000,
-    },
-  );
+      {
+        renewal: { fraction: config.renewFraction, jitter: config.renewJitter },
+        backoff: { initialMs: config.backoffInitial, maxMs: config.backoffMax },
+        maxConcurrent: config.maxConcurrentOrders,
+        keyType: config.keyType as KeyType,
+        temporaryValidityMs: config.temporaryValidity,
+        challengeTtlMs: 10 * 60_000,
+        ari: config.ari,
+        maxSleepMs: 3_600_000,
+      },
+    );
+  // File mode: one issuer on directory stores. Kubernetes mode: the controller builds an issuer on
+  // Secret/ConfigMap stores each time this replica becomes the leader; followers only answer challenges.
+  const kube = kubeMode
+    ? await startKubeController(
+        {
+          namespaces: config.watchNamespaces,
+          ownNamespace: config.podNamespace,
+          identity: config.podName,
+          lease: {
+            name: config.leaseName,
+            leaseDurationMs: config.leaseDuration,
+            renewDeadlineMs: config.renewDeadline,
+            retryPeriodMs: config.retryPeriod,
+          },
+          optIn: { ambassadorIds: config.kubeAmbassadorId },
+          defaultAuthority: config.defaultAuthority,
+          secretCheckIntervalMs: config.secretCheckInterval,
+          ...(config.challengeMappingService !== undefined
+            ? { challengeMappingService: config.challengeMappingService }
+            : {}),
+        },
+        { apis: kubeApis(loadKubeConfig(config.kubeconfig)), logger: log, createIssuer: makeIssuer },
+      )
+    : undefined;
+  const fileChallenges = new MemoryChallengeStore();
+  const fileIssuer = kube
+    ? undefined
+    : makeIssuer({
+        certs: new DirectoryCertificateStore(certDir, config.envoyCertDir, parseInt(config.keyFileMode, 8)),
+        accounts: new FileAccountStore(accountDir),
+        challenges: fileChallenges,
+      });
+  const challenges: ChallengeStore = kube?.challenges ?? fileChallenges;
+  const statuses = (): HostStatus[] => (kube ? kube.statuses() : (fileIssuer as Issuer).statuses());
+  const certificates = (): ReturnType<Issuer['certificates']> =>
+    kube ? (kube.issuer?.certificates() ?? []) : (fileIssuer as Issuer).certificates();
 
   new Gauge({
     name: 'acme_hosts',
@@ -150,7 +195,7 @@ export async function start(
     registers: [rt.registry],
     collect() {
       const counts: Record<string, number> = { Initial: 0, Pending: 0, Ready: 0, Error: 0 };
-      for (const s of issuer.statuses()) counts[s.state] = (counts[s.state] ?? 0) + 1;
+      for (const s of statuses()) counts[s.state] = (counts[s.state] ?? 0) + 1;
       this.reset();
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
     },
@@ -162,7 +207,7 @@ export async function start(
     registers: [rt.registry],
     collect() {
       this.reset();
-      for (const c of issuer.certificates())
+      for (const c of certificates())
         if (c.notAfter !== undefined)
           this.set({ secret: c.secret, temporary: String(c.temporary) }, c.notAfter / 1000);
     },
@@ -174,7 +219,7 @@ export async function start(
     registers: [rt.registry],
     collect() {
       this.reset();
-      for (const c of issuer.certificates())
+      for (const c of certificates())
         if (c.renewAt !== undefined) this.set({ secret: c.secret }, c.renewAt / 1000);
     },
   });
@@ -209,24 +254,41 @@ export async function start(
     logger: log,
     configView: () => ({ options: redactedView(ACME_OPTIONS, config) }),
     routes: (app) => {
-      app.get('/hosts', async () => ({ hosts: issuer.statuses() }));
+      app.get('/hosts', async () => ({ hosts: statuses() }));
+      if (kube)
+        app.get('/leader', async () => ({
+          identity: config.podName,
+          isLeader: kube.isLeader,
+          leader: kube.leader ?? null,
+        }));
     },
   });
 
-  await issuer.setHosts(first.hosts);
-  rt.health.set('hosts', true);
+  if (fileIssuer) await fileIssuer.setHosts(first.hosts);
+  if (kube) {
+    rt.health.set('hosts', kube.synced, kube.synced ? undefined : 'Host informers listing');
+    const syncTimer = setInterval(() => {
+      if (kube.synced) {
+        rt.health.set('hosts', true);
+        clearInterval(syncTimer);
+      }
+    }, 200);
+    syncTimer.unref();
+  } else rt.health.set('hosts', true);
   log.info({ file: config.hostsFile, hosts: first.hosts.length, ignored: first.ignored }, 'hosts loaded');
-  const watcher = source.watch(
-    async (hosts) => {
-      reloads.inc({ result: 'ok' });
-      await issuer.setHosts(hosts);
-      log.info({ file: config.hostsFile, hosts: hosts.length }, 'hosts reloaded');
-    },
-    (problems) => {
-      reloads.inc({ result: 'error' });
-      log.error({ file: config.hostsFile, problems }, 'hosts reload failed: keeping the last good Hosts');
-    },
-  );
+  const watcher = kube
+    ? { close: async () => undefined }
+    : source.watch(
+        async (hosts) => {
+          reloads.inc({ result: 'ok' });
+          await (fileIssuer as Issuer).setHosts(hosts);
+          log.info({ file: config.hostsFile, hosts: hosts.length }, 'hosts reloaded');
+        },
+        (problems) => {
+          reloads.inc({ result: 'error' });
+          log.error({ file: config.hostsFile, problems }, 'hosts reload failed: keeping the last good Hosts');
+        },
+      );
   rt.health.set('listeners', true);
   log.info({ challengePort, adminPort: admin.port, certDir }, 'acme started');
 
@@ -234,13 +296,13 @@ export async function start(
   return {
     challengePort,
     adminPort: admin.port,
-    issuer,
+    issuer: fileIssuer,
     close: () =>
       (closing ??= (async () => {
         rt.health.drain();
         await watcher.close();
         await delay(config.drainMs);
-        await closeAll([issuer, { close: () => http.close() }, admin, ca]);
+        await closeAll([kube, fileIssuer, { close: () => http.close() }, admin, ca]);
       })()),
   };
 }

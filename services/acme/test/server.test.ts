@@ -99,7 +99,7 @@ describe('acme server', () => {
     assert.equal(pending.hosts[0]?.state, 'Pending');
     assert.equal(pending.hosts[0]?.phasePending, 'ACMECertificateChallenge');
     release();
-    await svc.issuer.idle();
+    await svc.issuer?.idle();
     const ready = (await (await fetch(`http://127.0.0.1:${svc.adminPort}/hosts`)).json()) as {
       hosts: { state: string }[];
     };
