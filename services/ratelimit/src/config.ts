@@ -36,7 +36,7 @@ export const RATELIMIT_OPTIONS = {
     doc: 'Admin port: /healthz /readyz /metrics /config /rlconfig.',
   },
   'config-dir': {
-    kind: 'string',
+    kind: 'dir',
     env: 'CONFIG_DIR',
     doc: 'Directory of rate limit YAML files; when unset, RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY.',
   },
