@@ -33,7 +33,7 @@ describe('common/lifecycle', () => {
     runMain(
       'svc',
       () => Promise.reject(new ConfigError([{ field: '--port', message: 'bad' }])),
-      proc as unknown as ProcessLike,
+      proc,
     );
     await tick();
     assert.deepEqual(proc.exits, [2]);
@@ -56,7 +56,7 @@ describe('common/lifecycle', () => {
           },
         },
       }),
-      proc as unknown as ProcessLike,
+      proc,
     );
     await tick();
     proc.emit('SIGTERM');
@@ -73,7 +73,7 @@ describe('common/lifecycle', () => {
 
   it('an unhandled rejection is fatal (exit 1)', async () => {
     const proc = new FakeProcess();
-    runMain('svc', async () => 'help', proc as unknown as ProcessLike);
+    runMain('svc', async () => 'help', proc);
     proc.emit('unhandledRejection', new Error('boom'));
     assert.deepEqual(proc.exits, [1]);
     assert.match(proc.stderrText, /unhandled rejection: boom/);
