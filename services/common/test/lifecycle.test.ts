@@ -2,7 +2,7 @@ import { describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { createLogger } from '../src/logger.ts';
-import { closeAll, runMain, type ProcessLike } from '../src/lifecycle.ts';
+import { closeAll, runMain } from '../src/lifecycle.ts';
 import { ConfigError } from '../src/errors.ts';
 
 class FakeProcess {
