@@ -5,7 +5,7 @@ import Fastify from 'fastify';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
-import { ConfigError } from '@extsvc/common/errors';
+import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
 import { createAcmeCa } from './acme-ca.ts';
@@ -225,14 +225,36 @@ export async function start(
   });
 
   const http = Fastify({ logger: false, forceCloseConnections: true });
+  // The challenge route is public (no auth in front of it): anything a client sends must stay cheap.
+  // Tokens are base64url with >= 128 bits (RFC 8555 §8.1); other paths never reach the store, and in
+  // Kubernetes mode (one API read per lookup) recent misses are remembered briefly.
+  const recentMisses = new Map<string, number>();
+  const MISS_TTL_MS = 2000;
+  const MAX_MISSES = 10_000;
   http.get<{ Params: { token: string } }>('/.well-known/acme-challenge/:token', async (req, reply) => {
-    const c = await challenges.get(req.params.token, clock.now());
-    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
-    // Only the name being validated gets the token (as cert-manager's solver), and only while pending.
-    if (!c || (host !== '' && host !== c.name)) {
+    const token = req.params.token;
+    const now = clock.now();
+    const notFound = () => {
       challengeRequests.inc({ result: 'not_found' });
       return reply.code(404).type('text/plain').send('not found\n');
+    };
+    if (!/^[A-Za-z0-9_-]{22,256}$/.test(token)) return notFound();
+    if (kube && (recentMisses.get(token) ?? 0) > now) return notFound();
+    let c: Awaited<ReturnType<ChallengeStore['get']>>;
+    try {
+      c = await challenges.get(token, now);
+    } catch (err) {
+      challengeRequests.inc({ result: 'error' });
+      log.warn({ err: errorMessage(err) }, 'challenge store unavailable');
+      return reply.code(503).type('text/plain').send('unavailable\n');
     }
+    if (!c && kube) {
+      if (recentMisses.size >= MAX_MISSES) recentMisses.clear();
+      recentMisses.set(token, now + MISS_TTL_MS);
+    }
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
+    // Only the name being validated gets the token (as cert-manager's solver), and only while pending.
+    if (!c || (host !== '' && host !== c.name)) return notFound();
     challengeRequests.inc({ result: 'served' });
     return reply
       .code(200)

@@ -88,7 +88,7 @@ export class FakeCa implements CaClient {
     this.running += 1;
     this.maxRunning = Math.max(this.maxRunning, this.running);
     try {
-      const token = `tok${++this.#n}`;
+      const token = `token-${String(++this.#n).padStart(4, '0')}-0123456789abcdef`;
       const c = { token, keyAuthorization: `${token}.thumb`, name: req.names[0] as string };
       await req.hooks.present(c);
       this.presented.push(token);

@@ -91,6 +91,8 @@ export const RATELIMIT_OPTIONS = {
   'redis-url': {
     kind: 'string',
     env: 'REDIS_URL',
+    // A redis:// URL may carry a password: never shown in /config, --help or error messages.
+    secret: true,
     doc: 'Redis address (host:port, unix path, redis:// URL; sentinel: master,host:port,...; cluster: host:port,...). Unset: in-memory counters.',
   },
   'redis-type': {
