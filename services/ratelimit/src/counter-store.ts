@@ -1,4 +1,5 @@
 import type { CounterOp } from './limiter.ts';
+import { StoreError } from './errors.ts';
 
 /** Where counters live. `apply` runs all ops of one request atomically and returns each count after. */
 export interface CounterStore {
@@ -32,15 +33,25 @@ export function slidingDecision(
   return { after, admit: after <= op.limit };
 }
 
-/** In-process counters: the default without Redis. Exact for one replica only. */
+/** Default bound of MemoryStore: counters keyed by client-chosen values must not grow the heap forever. */
+export const MEMORY_STORE_MAX_KEYS = 1_000_000;
+
+/**
+ * In-process counters: the default without Redis. Exact for one replica only. Bounded: when a
+ * request would need more than `maxKeys` live counters (after dropping expired ones), it fails with
+ * ERR_STORE_FULL like a Redis outage (Envoy's failure mode decides) rather than evicting counters,
+ * which would let a client reset other clients' limits.
+ */
 export class MemoryStore implements CounterStore {
   readonly kind = 'memory';
   readonly #counters = new Map<string, { value: number; expiresAt: number }>();
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
+  readonly #maxKeys: number;
 
-  constructor(opts: { now: () => number; sweepMs?: number }) {
+  constructor(opts: { now: () => number; sweepMs?: number; maxKeys?: number }) {
     this.#now = opts.now;
+    this.#maxKeys = opts.maxKeys ?? MEMORY_STORE_MAX_KEYS;
     this.#timer = setInterval(() => this.#sweep(), opts.sweepMs ?? 10_000);
     this.#timer.unref();
   }
@@ -67,6 +78,12 @@ export class MemoryStore implements CounterStore {
 
   async apply(ops: readonly CounterOp[]): Promise<number[]> {
     const now = this.#now();
+    // Checked before any increment so that a refused request changes no counter (all or nothing).
+    if (this.#counters.size + ops.length > this.#maxKeys) {
+      this.#sweep();
+      if (this.#counters.size + ops.length > this.#maxKeys)
+        throw new StoreError('ERR_STORE_FULL', `in-memory counter store is full (${this.#maxKeys} keys)`);
+    }
     return ops.map((op) => {
       if (op.algorithm === 'sliding_window') {
         const d = slidingDecision(this.#get(op.key, now), op.prevKey ? this.#get(op.prevKey, now) : 0, op);
