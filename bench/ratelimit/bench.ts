@@ -21,6 +21,7 @@ const { values: opt } = parseArgs({
     connections: { type: 'string', default: '5' },
     only: { type: 'string' },
     rounds: { type: 'string', default: '3' },
+    'node-flags': { type: 'string' },
   },
 });
 
@@ -57,6 +58,9 @@ const CASES: Record<string, unknown> = {
     descriptors: [{ entries: [{ key: 'over', value: 'u{{.WorkerID}}' }] }],
   },
 };
+
+/** Node flags the service runs with (services/ratelimit/Dockerfile ENTRYPOINT); --node-flags overrides. */
+const OURS_NODE_FLAGS = (opt['node-flags'] ?? '--max-semi-space-size=8').split(' ').filter(Boolean);
 
 const procs: ChildProcess[] = [];
 process.on('exit', () => procs.forEach((p) => p.kill('SIGKILL')));
@@ -139,21 +143,26 @@ async function main(): Promise<void> {
     DEBUG_HOST: '127.0.0.1',
     DEBUG_PORT: '26070',
   });
-  const ours = start(process.execPath, [join(ROOT, 'services', 'ratelimit', 'src', 'main.ts')], {
-    LOG_LEVEL: 'warn',
-    REDIS_URL: `127.0.0.1:${redisPort}`,
-    CACHE_KEY_PREFIX: 'ts:',
-    LOCAL_CACHE_SIZE_IN_BYTES: String(8 * 1024 * 1024),
-    RUNTIME_ROOT: join(dir, 'runtime'),
-    RUNTIME_SUBDIRECTORY: 'ratelimit',
-    RUNTIME_APPDIRECTORY: 'config',
-    HOST: '127.0.0.1',
-    PORT: '38080',
-    GRPC_HOST: '127.0.0.1',
-    GRPC_PORT: '38081',
-    ADMIN_HOST: '127.0.0.1',
-    ADMIN_PORT: '36070',
-  });
+  // the node flags of the service's Dockerfile ENTRYPOINT
+  const ours = start(
+    process.execPath,
+    [...OURS_NODE_FLAGS, join(ROOT, 'services', 'ratelimit', 'src', 'main.ts')],
+    {
+      LOG_LEVEL: 'warn',
+      REDIS_URL: `127.0.0.1:${redisPort}`,
+      CACHE_KEY_PREFIX: 'ts:',
+      LOCAL_CACHE_SIZE_IN_BYTES: String(8 * 1024 * 1024),
+      RUNTIME_ROOT: join(dir, 'runtime'),
+      RUNTIME_SUBDIRECTORY: 'ratelimit',
+      RUNTIME_APPDIRECTORY: 'config',
+      HOST: '127.0.0.1',
+      PORT: '38080',
+      GRPC_HOST: '127.0.0.1',
+      GRPC_PORT: '38081',
+      ADMIN_HOST: '127.0.0.1',
+      ADMIN_PORT: '36070',
+    },
+  );
   await waitHttp('http://127.0.0.1:28080/healthcheck');
   await waitHttp('http://127.0.0.1:38080/healthcheck');
   const servers = [
@@ -236,7 +245,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write(
     [
-      `ghz -c ${opt.concurrency} --connections ${opt.connections} -z ${opt.duration}, ${rounds} alternating rounds (median shown, every round in brackets), same redis-server, ${new Date().toISOString()}`,
+      `ghz -c ${opt.concurrency} --connections ${opt.connections} -z ${opt.duration}, ${rounds} alternating rounds (median shown, every round in brackets), same redis-server, ours with node ${OURS_NODE_FLAGS.join(' ') || '(no flags)'}, ${new Date().toISOString()}`,
       '',
       '| case | server | req/s | p50 ms | p99 ms | errors | Redis commands per request | CPU s per 1k req | peak RSS MiB |',
       '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',

@@ -30,11 +30,7 @@ const quietLogger = () =>
 describe('common/lifecycle', () => {
   it('exits 2 with one line on a ConfigError', async () => {
     const proc = new FakeProcess();
-    runMain(
-      'svc',
-      () => Promise.reject(new ConfigError([{ field: '--port', message: 'bad' }])),
-      proc,
-    );
+    runMain('svc', () => Promise.reject(new ConfigError([{ field: '--port', message: 'bad' }])), proc);
     await tick();
     assert.deepEqual(proc.exits, [2]);
     assert.equal(proc.stderrText, 'svc: configuration error: --port: bad\n');

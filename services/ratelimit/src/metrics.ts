@@ -5,6 +5,32 @@ import type { LimitStats } from './limiter.ts';
 type RuleStat =
   'total_hits' | 'over_limit' | 'near_limit' | 'within_limit' | 'shadow_mode' | 'over_limit_with_local_cache';
 
+/** Stats counted only when non-zero. */
+const SPARSE_STATS = [
+  'over_limit',
+  'near_limit',
+  'within_limit',
+  'shadow_mode',
+  'over_limit_with_local_cache',
+] as const;
+
+/** Pending sums of one rule's stats since the last registry read. */
+type RuleCounts = Record<RuleStat, number> & {
+  readonly labels: { readonly domain: string; readonly key: string };
+  touched: boolean;
+};
+
+const newCounts = (labels: { domain: string; key: string }): RuleCounts => ({
+  labels,
+  touched: false,
+  total_hits: 0,
+  over_limit: 0,
+  near_limit: 0,
+  within_limit: 0,
+  shadow_mode: 0,
+  over_limit_with_local_cache: 0,
+});
+
 /** Prometheus metrics of the service. Per-rule label sets are bounded by `maxKeys`. */
 export class Metrics {
   readonly #perRule: Record<RuleStat, Counter<'domain' | 'key'>>;
@@ -20,12 +46,16 @@ export class Metrics {
 
   constructor(registry: Registry, maxKeys: number) {
     this.#maxKeys = maxKeys;
+    // Hits are summed in plain numbers per rule (RuleCounts) and handed to prom-client when the
+    // registry is read: prom-client hashes the label set on every inc(), a string per call.
+    const flushAll = this.#flushAll.bind(this);
     const per = (stat: string, help: string): Counter<'domain' | 'key'> =>
       new Counter({
         name: `ratelimit_service_rate_limit_${stat}`,
         help,
         labelNames: ['domain', 'key'],
         registers: [registry],
+        collect: flushAll,
       });
     this.#perRule = {
       total_hits: per('total_hits', 'Hits (sum of addends) per rule.'),
@@ -78,8 +108,32 @@ export class Metrics {
       help: 'ShouldRateLimit calls by overall code (OK, OVER_LIMIT, ERROR).',
       labelNames: ['code'],
       registers: [registry],
+      collect: () => {
+        for (const code of ['OK', 'OVER_LIMIT', 'ERROR'] as const) {
+          const n = this.#requestCounts[code];
+          if (n === undefined) continue;
+          this.requests.inc({ code }, n);
+          this.#requestCounts[code] = 0;
+        }
+      },
     });
     for (const r of ['success', 'error']) this.configLoad.inc({ result: r }, 0);
+  }
+
+  /** Calls per overall code since the last registry read (undefined: never seen, no series yet). */
+  readonly #requestCounts: Partial<Record<'OK' | 'OVER_LIMIT' | 'ERROR', number>> = {};
+  #redisOk: { observe(v: number): void } | undefined;
+  #redisError: { observe(v: number): void } | undefined;
+
+  /** Counts one ShouldRateLimit answer (summed here, handed to prom-client when the registry is read). */
+  requestDone(code: 'OK' | 'OVER_LIMIT' | 'ERROR'): void {
+    this.#requestCounts[code] = (this.#requestCounts[code] ?? 0) + 1;
+  }
+
+  /** Observes one Redis call's latency in seconds. */
+  redisObserved(seconds: number, ok: boolean): void {
+    if (ok) (this.#redisOk ??= this.redisLatency.labels({ result: 'ok' })).observe(seconds);
+    else (this.#redisError ??= this.redisLatency.labels({ result: 'error' })).observe(seconds);
   }
 
   /** Bounded label: the first `maxKeys` keys are kept, others are `_overflow`. */
@@ -94,25 +148,30 @@ export class Metrics {
     return { domain, key: '_overflow' };
   }
 
-  readonly #children = new Map<string, Record<RuleStat, { inc(v: number): void }>>();
+  /** Per domain, per stat key: the pending sums of one rule (shared by overflowed keys). */
+  readonly #children = new Map<string, Map<string, RuleCounts>>();
+  /** Every RuleCounts, in first-seen order. */
+  readonly #all: RuleCounts[] = [];
+  #overflow: RuleCounts | undefined;
 
-  /** Label children of one rule, created once (label hashing stays off the hot path). */
-  #rule(domain: string, key: string): Record<RuleStat, { inc(v: number): void }> {
-    const id = `${domain}\u0000${key}`;
-    let c = this.#children.get(id);
+  /** Pending sums of one rule, created once. */
+  #rule(domain: string, key: string): RuleCounts {
+    let byKey = this.#children.get(domain);
+    if (!byKey) {
+      byKey = new Map();
+      this.#children.set(domain, byKey);
+    }
+    let c = byKey.get(key);
     if (!c) {
       const l = this.#label(domain, key);
-      const p = this.#perRule;
-      c = {
-        total_hits: p.total_hits.labels(l),
-        over_limit: p.over_limit.labels(l),
-        near_limit: p.near_limit.labels(l),
-        within_limit: p.within_limit.labels(l),
-        shadow_mode: p.shadow_mode.labels(l),
-        over_limit_with_local_cache: p.over_limit_with_local_cache.labels(l),
-      };
-      // overflowed keys share children; only remember keys that got their own label
-      if (l.key !== '_overflow') this.#children.set(id, c);
+      if (l.key === '_overflow') {
+        // overflowed keys share one entry; only keys that got their own label are remembered
+        c = this.#overflow ??= newCounts(l);
+        return c;
+      }
+      c = newCounts(l);
+      this.#all.push(c);
+      byKey.set(key, c);
     }
     return c;
   }
@@ -121,13 +180,30 @@ export class Metrics {
   record(stats: readonly LimitStats[]): void {
     for (const s of stats) {
       const c = this.#rule(s.domain, s.statKey);
-      c.total_hits.inc(s.totalHits);
-      if (s.overLimit) c.over_limit.inc(s.overLimit);
-      if (s.nearLimit) c.near_limit.inc(s.nearLimit);
-      if (s.withinLimit) c.within_limit.inc(s.withinLimit);
-      if (s.shadowMode) c.shadow_mode.inc(s.shadowMode);
-      if (s.overLimitWithLocalCache) c.over_limit_with_local_cache.inc(s.overLimitWithLocalCache);
+      c.touched = true;
+      c.total_hits += s.totalHits;
+      if (s.overLimit) c.over_limit += s.overLimit;
+      if (s.nearLimit) c.near_limit += s.nearLimit;
+      if (s.withinLimit) c.within_limit += s.withinLimit;
+      if (s.shadowMode) c.shadow_mode += s.shadowMode;
+      if (s.overLimitWithLocalCache) c.over_limit_with_local_cache += s.overLimitWithLocalCache;
     }
+  }
+
+  /** Hands the pending per-rule sums to prom-client (on every registry read). */
+  #flushAll(): void {
+    const flush = (c: RuleCounts): void => {
+      if (!c.touched) return;
+      const p = this.#perRule;
+      // total_hits was inc'ed on every record, even by 0: its series exists once a rule is seen
+      p.total_hits.inc(c.labels, c.total_hits);
+      for (const stat of SPARSE_STATS) if (c[stat] > 0) p[stat].inc(c.labels, c[stat]);
+      c.touched = false;
+      c.total_hits = c.over_limit = c.near_limit = c.within_limit = 0;
+      c.shadow_mode = c.over_limit_with_local_cache = 0;
+    };
+    for (const c of this.#all) flush(c);
+    if (this.#overflow) flush(this.#overflow);
   }
 
   /** Counts a request for an unknown domain (bounded like per-rule labels). */

@@ -203,7 +203,7 @@ export class RedisStore implements CounterStore {
     });
   }
 
-  async #run(ops: readonly CounterOp[]): Promise<number[]> {
+  #script(ops: readonly CounterOp[]): Array<string | number> {
     const keys: string[] = [];
     const args: Array<string | number> = [ops.length];
     for (const op of ops) {
@@ -218,33 +218,43 @@ export class RedisStore implements CounterStore {
         op.windowSeconds,
       );
     }
-    const c = this.#client;
+    return [keys.length, ...keys, ...args];
+  }
+
+  async #evalsha(ops: readonly CounterOp[]): Promise<number[]> {
+    return (await this.#client.evalsha(SCRIPT_SHA, ...(this.#script(ops) as [number]))) as number[];
+  }
+
+  async #eval(ops: readonly CounterOp[]): Promise<number[]> {
+    return (await this.#client.eval(APPLY_SCRIPT, ...(this.#script(ops) as [number]))) as number[];
+  }
+
+  async #run(ops: readonly CounterOp[]): Promise<number[]> {
     try {
-      return (await c.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args)) as number[];
+      return await this.#evalsha(ops);
     } catch (err) {
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT'))
-        return (await c.eval(APPLY_SCRIPT, keys.length, ...keys, ...args)) as number[];
+      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return await this.#eval(ops);
       throw err;
     }
+  }
+
+  /** `p`, or a ERR_REDIS_TIMEOUT StoreError once `ms` have passed. */
+  #withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(this.#timeout()), Math.max(0, ms));
+    });
+    return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+  }
+
+  #timeout(): StoreError {
+    return new StoreError('ERR_REDIS_TIMEOUT', `redis did not answer within ${this.#settings.opTimeoutMs}ms`);
   }
 
   async apply(ops: readonly CounterOp[]): Promise<number[]> {
     if (ops.length === 0) return [];
     if (this.#closed || !this.#ready) throw new StoreError('ERR_REDIS_UNAVAILABLE', 'redis not connected');
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new StoreError(
-              'ERR_REDIS_TIMEOUT',
-              `redis did not answer within ${this.#settings.opTimeoutMs}ms`,
-            ),
-          ),
-        this.#settings.opTimeoutMs,
-      );
-    });
     try {
       let result: number[];
       if (this.#settings.type === 'cluster') {
@@ -260,9 +270,22 @@ export class RedisStore implements CounterStore {
           const r = await this.#run(idx.map((i) => ops[i] as CounterOp));
           idx.forEach((opIndex, j) => (result[opIndex] = Number(r[j])));
         });
-        await Promise.race([Promise.all(parts), deadline]);
+        await this.#withDeadline(Promise.all(parts), this.#settings.opTimeoutMs);
       } else {
-        result = (await Promise.race([this.#run(ops), deadline])).map(Number);
+        // The one EVALSHA carries ioredis's commandTimeout (= opTimeoutMs): no second timer per request.
+        let r: number[];
+        try {
+          r = await this.#evalsha(ops);
+        } catch (err) {
+          if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
+          // script cache flushed: EVAL within what is left of the deadline
+          r = await this.#withDeadline(
+            this.#eval(ops),
+            this.#settings.opTimeoutMs - (performance.now() - started),
+          );
+        }
+        result = new Array<number>(r.length);
+        for (let i = 0; i < r.length; i++) result[i] = Number(r[i]);
       }
       this.#observe((performance.now() - started) / 1000, true);
       return result;
@@ -270,11 +293,11 @@ export class RedisStore implements CounterStore {
       this.#observe((performance.now() - started) / 1000, false);
       if (err instanceof StoreError) throw err;
       const msg = err instanceof Error ? err.message : String(err);
+      // ioredis's commandTimeout: the same error as the deadline's
+      if (msg === 'Command timed out') throw this.#timeout();
       throw new StoreError(/timed out/i.test(msg) ? 'ERR_REDIS_TIMEOUT' : 'ERR_REDIS_UNAVAILABLE', msg, {
         cause: err,
       });
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -8,6 +8,7 @@ import {
   status as GrpcStatus,
   type sendUnaryData,
   type ServerUnaryCall,
+  type ServiceDefinition,
   type ServiceError as GrpcError,
 } from '@grpc/grpc-js';
 import { startAdmin } from '@extsvc/common/admin';
@@ -18,14 +19,14 @@ import type { Runtime } from '@extsvc/common/runtime';
 import { localCacheEntries, RATELIMIT_OPTIONS, type RatelimitConfig } from './config.ts';
 import { MemoryStore, OverLimitCache, type CounterStore } from './counter-store.ts';
 import { ServiceError, StoreError } from './errors.ts';
-import type { CoreSettings } from './limiter.ts';
+import { decodeRequest, encodeResponse } from './codec.ts';
+import type { CoreRequest, CoreResponse, CoreSettings } from './limiter.ts';
 import { rulesSource, RulesHolder } from './loader.ts';
 import { Metrics } from './metrics.ts';
 import { RedisStore } from './redis-store.ts';
 import { dumpRuleSet } from './rules.ts';
 import { RateLimitService } from './service.ts';
-import { fromGrpc, fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
-import type { RateLimitRequest__Output } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitRequest.ts';
+import { fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
 
 /** A running ratelimit service. */
@@ -62,13 +63,36 @@ export function coreSettings(c: RatelimitConfig): CoreSettings {
   };
 }
 
+/**
+ * ShouldRateLimit with the direct codec (codec.ts): the handler gets a CoreRequest and answers a
+ * CoreResponse; answers the codec does not cover are encoded by proto-loader from `toGrpc`.
+ */
+function directCodec(def: ServiceDefinition): ServiceDefinition {
+  const m = def['ShouldRateLimit'];
+  if (!m) throw new Error('ShouldRateLimit missing from the RateLimitService definition');
+  const generic = m.responseSerialize as (r: RateLimitResponse) => Buffer;
+  return {
+    ...def,
+    ShouldRateLimit: {
+      ...m,
+      requestDeserialize: decodeRequest,
+      responseSerialize: (r: CoreResponse): Buffer => encodeResponse(r) ?? generic(toGrpc(r)),
+    },
+  };
+}
+
 /** Translates a service failure to a gRPC status: the one place errors meet the wire. */
 function grpcError(err: unknown): Partial<GrpcError> {
   if (err instanceof ServiceError) return { code: GrpcStatus.UNKNOWN, details: err.message };
   if (err instanceof StoreError)
     return {
       code: GrpcStatus.UNAVAILABLE,
-      details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable',
+      details:
+        err.code === 'ERR_REDIS_TIMEOUT'
+          ? 'redis timeout'
+          : err.code === 'ERR_STORE_FULL'
+            ? 'counter store full'
+            : 'redis unavailable',
     };
   return { code: GrpcStatus.INTERNAL, details: 'internal error' };
 }
@@ -137,7 +161,7 @@ export async function start(
         connectTimeoutMs: config.redisTimeout,
         opTimeoutMs: config.redisOpTimeout,
       },
-      { logger: log, observe: (s, ok) => metrics.redisLatency.observe({ result: ok ? 'ok' : 'error' }, s) },
+      { logger: log, observe: (s, ok) => metrics.redisObserved(s, ok) },
     );
     redis.onReadyChange((ready) => rt.health.set('redis', ready, ready ? undefined : 'redis not connected'));
     store = redis;
@@ -167,22 +191,21 @@ export async function start(
     channelOptions: { 'grpc.enable_channelz': 0 },
     services: [
       {
-        definition: serviceDefinition(
-          ['envoy/service/ratelimit/v3/rls.proto'],
-          'envoy.service.ratelimit.v3.RateLimitService',
+        definition: directCodec(
+          serviceDefinition(
+            ['envoy/service/ratelimit/v3/rls.proto'],
+            'envoy.service.ratelimit.v3.RateLimitService',
+          ),
         ),
         implementation: {
-          ShouldRateLimit(
-            call: ServerUnaryCall<RateLimitRequest__Output, RateLimitResponse>,
-            cb: sendUnaryData<RateLimitResponse>,
-          ) {
-            service.shouldRateLimit(fromGrpc(call.request)).then(
+          ShouldRateLimit(call: ServerUnaryCall<CoreRequest, CoreResponse>, cb: sendUnaryData<CoreResponse>) {
+            service.shouldRateLimit(call.request).then(
               (r) => {
-                metrics.requests.inc({ code: r.overallCode });
-                cb(null, toGrpc(r));
+                metrics.requestDone(r.overallCode);
+                cb(null, r);
               },
               (err: unknown) => {
-                metrics.requests.inc({ code: 'ERROR' });
+                metrics.requestDone('ERROR');
                 log.debug({ err }, 'ShouldRateLimit failed');
                 cb(grpcError(err));
               },
@@ -218,7 +241,7 @@ export async function start(
             throw new JsonRequestError('invalid JSON');
           }
           const r = await service.shouldRateLimit(fromJson(parsed));
-          metrics.requests.inc({ code: r.overallCode });
+          metrics.requestDone(r.overallCode);
           res
             .writeHead(r.overallCode === 'OVER_LIMIT' ? 429 : 200, { 'content-type': 'application/json' })
             .end(JSON.stringify(toJson(r)));
