@@ -31,6 +31,9 @@ const newCounts = (labels: { domain: string; key: string }): RuleCounts => ({
   over_limit_with_local_cache: 0,
 });
 
+/** Distinct unknown domains that get their own `domain_not_found` label. */
+const MAX_MISSING_DOMAIN_LABELS = 50;
+
 /** Prometheus metrics of the service. Per-rule label sets are bounded by `maxKeys`. */
 export class Metrics {
   readonly #perRule: Record<RuleStat, Counter<'domain' | 'key'>>;
@@ -42,6 +45,7 @@ export class Metrics {
   readonly redisLatency: Histogram<'result'>;
   readonly requests: Counter<'code'>;
   readonly #seen = new Set<string>();
+  readonly #missingDomains = new Set<string>();
   readonly #maxKeys: number;
 
   constructor(registry: Registry, maxKeys: number) {
@@ -206,9 +210,17 @@ export class Metrics {
     if (this.#overflow) flush(this.#overflow);
   }
 
-  /** Counts a request for an unknown domain (bounded like per-rule labels). */
+  /**
+   * Counts a request for an unknown domain. Unknown domains come from Envoy configuration (or a
+   * client of the JSON endpoint), so they get their own small label budget: they can never push
+   * the configured rules' labels into `_overflow`.
+   */
   domainMissing(domain: string): void {
-    const l = this.#label(domain, '\u0001domain_not_found');
-    this.domainNotFound.inc({ domain: l.key === '_overflow' ? '_overflow' : domain });
+    let label = domain;
+    if (!this.#missingDomains.has(domain)) {
+      if (this.#missingDomains.size < MAX_MISSING_DOMAIN_LABELS) this.#missingDomains.add(domain);
+      else label = '_overflow';
+    }
+    this.domainNotFound.inc({ domain: label });
   }
 }
