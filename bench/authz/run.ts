@@ -20,6 +20,8 @@ const DURATION = Number(arg('duration', '8'));
 const CONC = Number(arg('concurrency', '32'));
 const ROUNDS = Number(arg('rounds', '3'));
 const LOAD_BEFORE = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
+/** Only scenarios whose name contains this (quick A/B runs), e.g. `--only fresh`. */
+const ONLY = arg('only', '');
 const SKIP_OPA = process.argv.includes('--skip-opa') || !existsSync(join(BIN, 'opa-envoy-plugin'));
 const dir = mkdtempSync(join(tmpdir(), 'bench-authz-'));
 const procs: ChildProcess[] = [];
@@ -49,6 +51,7 @@ function ghz(
   n?: number,
   rps?: number,
 ): void {
+  if (!scenario.includes(ONLY)) return;
   const args = [
     '--cpus',
     '1',
@@ -87,6 +90,7 @@ function ghz(
 }
 
 function wrk(target: string, scenario: string, port: number, tokensFile: string): void {
+  if (!scenario.includes(ONLY)) return;
   const lua = join(dir, `wrk-${rows.length}.lua`);
   writeFileSync(
     lua,
@@ -299,8 +303,8 @@ allow if {
   const viaJwtAuthn = await envoy('envoy-jwt-authn', jwtAuthn, '    []');
 
   // Warm-up, then ROUNDS interleaved rounds (the machine is shared: interleaving spreads the noise).
-  ghz('warm', 'warm', gp, files.fresh, 3000);
-  if (op) ghz('warm', 'warm', op, files.fresh, 3000);
+  ghz('warm', `warm ${ONLY}`, gp, files.fresh, 3000);
+  if (op) ghz('warm', `warm ${ONLY}`, op, files.fresh, 3000);
   rows.length = 0;
   const n = (rps: number) => Math.max(2000, Math.round(rps * DURATION));
   for (let round = 0; round < ROUNDS; round++) {

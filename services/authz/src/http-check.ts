@@ -63,6 +63,39 @@ function send(res: ServerResponse, d: Decision): void {
   }
 }
 
+const REASON: Readonly<Record<number, string>> = {
+  200: 'OK',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  503: 'Service Unavailable',
+};
+
+/** A whole HTTP/1.1 response for a decision, for sockets Node does not wrap in a ServerResponse. */
+export function rawResponse(d: Decision): string {
+  const headers: Array<readonly [string, string]> = [];
+  let status = 200;
+  let body = '';
+  if (d.kind === 'allow') {
+    headers.push(...d.headers.map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('latin1')] as const));
+    if (d.removeHeaders.length > 0)
+      headers.push(['x-envoy-auth-headers-to-remove', d.removeHeaders.join(', ')]);
+  } else if (d.kind === 'deny') {
+    status = d.status;
+    headers.push(...d.headers);
+    body = d.body;
+  } else {
+    status = 503;
+    body = JSON.stringify({ status: 503, error: 'unavailable', code: d.reason });
+    headers.push(['content-type', 'application/json']);
+  }
+  const lines = [
+    `HTTP/1.1 ${status} ${REASON[status] ?? 'Denied'}`,
+    ...headers.map(([k, v]) => `${k}: ${v}`),
+  ];
+  lines.push(`content-length: ${Buffer.byteLength(body)}`, 'connection: close');
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
 /** Starts the HTTP-mode listener: every method and path is a check. */
 export async function startHttpCheck(
   opts: HttpCheckOptions,
@@ -108,6 +141,25 @@ export async function startHttpCheck(
   );
   server.keepAliveTimeout = opts.keepAliveMs;
   server.headersTimeout = Math.max(60_000, Math.min(opts.keepAliveMs + 1000, 120_000));
+  // Node hands CONNECT requests to 'connect', not to the request handler; without this listener it would
+  // drop the connection, an *error* for Envoy. Decide like any other method and answer on the raw socket.
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    const started = process.hrtime.bigint();
+    socket.on('error', () => socket.destroy());
+    decide(httpRequestToAuth(req, opts.pathPrefix))
+      .catch((err: unknown): Decision => {
+        logger.error({ err }, 'decision failed');
+        return INTERNAL_DENY;
+      })
+      .then((d) => {
+        observe('http', d, started);
+        socket.end(rawResponse(d));
+      })
+      .catch((err: unknown) => {
+        logger.error({ err }, 'cannot answer HTTP check');
+        socket.destroy();
+      });
+  });
   // Oversized or malformed input is a deny (4xx), never a reset: a reset is an error for Envoy.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) {

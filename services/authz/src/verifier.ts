@@ -179,6 +179,13 @@ export async function verifyToken(
     // exp is re-checked with the skew on every hit: the entry lives no longer than the token.
     if (typeof hit.claims.exp === 'number' && hit.claims.exp + provider.clockSkewSec < now / 1000)
       return { kind: 'invalid', reason: 'token_expired' };
+    // So is the provider's maximum token age (jose's maxTokenAge: iat + max lifetime, with the skew).
+    if (
+      provider.maxLifetimeSec !== undefined &&
+      typeof hit.claims.iat === 'number' &&
+      hit.claims.iat + provider.maxLifetimeSec + provider.clockSkewSec < now / 1000
+    )
+      return { kind: 'invalid', reason: 'token_too_old' };
     return { kind: 'ok', provider, claims: hit.claims };
   }
   // A repeated invalid token costs no second signature check.

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'mocha';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import type { Decision } from '../src/decision.ts';
 import { checkRequestToAuth, decisionToCheckResponse } from '../src/grpc-check.ts';
 import { startHttpCheck, type HttpCheckServer } from '../src/http-check.ts';
@@ -131,6 +132,22 @@ describe('HTTP adapter', () => {
   it('answers 503 only for an infrastructure error', async () => {
     next = { kind: 'error', reason: 'keys_unavailable', rule: 'api' };
     assert.equal((await send('GET', '/extauth/x')).status, 503);
+  });
+
+  it('answers a CONNECT check with a decision instead of dropping the connection', async () => {
+    next = deny;
+    const text = await new Promise<string>((resolve, reject) => {
+      const sock = connect(server.port, '127.0.0.1', () => {
+        sock.write('CONNECT app.example:443 HTTP/1.1\r\nhost: app.example:443\r\n\r\n');
+      });
+      let buf = '';
+      sock.on('data', (c: Buffer) => (buf += c.toString()));
+      sock.on('end', () => resolve(buf));
+      sock.on('error', reject);
+    });
+    assert.match(text, /^HTTP\/1\.1 401 Unauthorized\r\n/);
+    assert.match(text, /\r\n\r\n\{"code":"token_expired"\}$/);
+    assert.equal(seen.at(-1)?.method, 'CONNECT');
   });
 
   it("accepts 60 KiB of headers (Envoy's default limit) and answers a larger block with 431, not a reset", async () => {
