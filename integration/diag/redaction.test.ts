@@ -116,9 +116,11 @@ describe('diagnostics redaction: secrets, keys and tokens never appear in /diag 
     }
   });
 
-  it('the redacted /config views of authz and acme agree', async () => {
-    // ratelimit's /config is not checked here: it shows REDIS_URL as given, password included.
+  it('the redacted /config views of authz, ratelimit and acme agree', async () => {
     assertAbsent('authz /config', (await authz.svc.admin('/config')).body, authzSecrets);
+    assertAbsent('ratelimit /config', (await rl.svc.admin('/config')).body, [
+      ['the Redis password', SECRETS.redis],
+    ]);
     assertAbsent('acme /config', (await acme.svc.admin('/config')).body, [['the EAB HMAC key', SECRETS.eab]]);
   });
 });

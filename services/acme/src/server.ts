@@ -13,7 +13,7 @@ import type { CaClient } from './ca.ts';
 import type { KeyType } from './certs.ts';
 import { ACME_OPTIONS, type AcmeConfig } from './config.ts';
 import { DirectoryCertificateStore, FileAccountStore } from './file-store.ts';
-import type { HostDefaults } from './host.ts';
+import type { HostDefaults, ParsedHost } from './host.ts';
 import { FileHostSource, type HostSource } from './host-source.ts';
 import { type Clock, type HostStatus, Issuer, systemClock } from './issuer.ts';
 import { createSelfCheck } from './self-check.ts';
@@ -21,6 +21,7 @@ import { MemoryChallengeStore } from './stores.ts';
 import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts';
 import { kubeApis, loadKubeConfig } from './kube/api.ts';
 import { startKubeController } from './kube/controller.ts';
+import { registerAcmeDiag } from './diag.ts';
 
 /** A running acme service. */
 export interface AcmeService {
@@ -176,11 +177,13 @@ export async function start(
       )
     : undefined;
   const fileChallenges = new MemoryChallengeStore();
+  const fileAccounts = new FileAccountStore(accountDir);
+  let activeHosts: readonly ParsedHost[] = first.hosts;
   const fileIssuer = kube
     ? undefined
     : makeIssuer({
         certs: new DirectoryCertificateStore(certDir, config.envoyCertDir, parseInt(config.keyFileMode, 8)),
-        accounts: new FileAccountStore(accountDir),
+        accounts: fileAccounts,
         challenges: fileChallenges,
       });
   const challenges: ChallengeStore = kube?.challenges ?? fileChallenges;
@@ -277,6 +280,25 @@ export async function start(
     configView: () => ({ options: redactedView(ACME_OPTIONS, config) }),
     routes: (app) => {
       app.get('/hosts', async () => ({ hosts: statuses() }));
+      // /diag: Hosts, phases, certificates and accounts; read-only, no actions.
+      registerAcmeDiag(app, {
+        service: rt.service,
+        version: rt.version,
+        health: rt.health,
+        source: {
+          statuses,
+          ...(kube ? {} : { hosts: () => activeHosts, accounts: fileAccounts }),
+          running: () => (kube ? (kube.issuer?.running ?? 0) : (fileIssuer?.running ?? 0)),
+          settings: [
+            ['host source', config.hostSource],
+            ['certificate store', config.store],
+            ['default authority', config.defaultAuthority],
+            ['key type', config.keyType],
+            ['max concurrent orders', config.maxConcurrentOrders],
+            ...(kube ? ([['leader', kube.leader ?? '(none)']] as const) : []),
+          ],
+        },
+      });
       if (kube)
         app.get('/leader', async () => ({
           identity: config.podName,
@@ -303,6 +325,7 @@ export async function start(
     : source.watch(
         async (hosts) => {
           reloads.inc({ result: 'ok' });
+          activeHosts = hosts;
           await (fileIssuer as Issuer).setHosts(hosts);
           log.info({ file: config.hostsFile, hosts: hosts.length }, 'hosts reloaded');
         },

@@ -12,6 +12,7 @@ import { fetchJson, type JsonFetcher } from './fetch.ts';
 import { checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
+import { FetchLog, RecentDecisions, recordingDecide, registerAuthzDiag, type ReloadState } from './diag.ts';
 import { emptyPolicy, loadPolicyFile, type Policy } from './policy.ts';
 
 /** A running authz service. */
@@ -67,13 +68,17 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   const policy = load(); // a ConfigError here exits 2 with file and field
   if (!config.policyFile) log.warn('no --policy-file: every request is denied');
   metrics.reloadOk.set(1);
+  const fetchLog = new FetchLog();
   const authorizer = new Authorizer(policy, {
     fetch: deps.fetch ?? fetchJson,
     now: deps.now ?? Date.now,
     logger: rt.logger.child({ component: 'keys' }),
     tokenCacheSize: config.tokenCacheSize,
     tokenCacheTtlMs: config.tokenCacheTtl,
-    onFetch: (issuer, result) => metrics.jwksFetches.inc({ issuer, result }),
+    onFetch: (issuer, result) => {
+      metrics.jwksFetches.inc({ issuer, result });
+      fetchLog.record(issuer, result);
+    },
     onCache: (hit) => metrics.tokenCache.inc({ result: hit ? 'hit' : 'miss' }),
   });
   // Warm the key caches without blocking start-up: an issuer down at cold start must not stop authz.
@@ -89,7 +94,10 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     else if (d.kind === 'error')
       log.warn({ transport, reason: d.reason, rule: d.rule }, 'check failed: Envoy failure mode applies');
   };
-  const decide = (req: Parameters<Authorizer['decide']>[0]) => authorizer.decide(req);
+  // /diag wiring: real decisions go to the recent-decisions ring; the test form calls authorizer.decide directly.
+  const recent = new RecentDecisions();
+  const decide = recordingDecide((req) => authorizer.decide(req), recent);
+  let lastReload: ReloadState = { ok: true, at: new Date().toISOString() };
 
   const grpc = await startGrpcServer({
     host: config.grpcHost,
@@ -125,12 +133,14 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       authorizer.replace(next);
       metrics.reloads.inc({ result: 'ok' });
       metrics.reloadOk.set(1);
+      lastReload = { ok: true, at: new Date().toISOString() };
       log.info({ rules: next.rules.length, providers: next.providers.size }, 'policy reloaded');
       void watcher?.close();
       watcher = watchPaths(next.files, config.policyPollMs, reload);
     } catch (err) {
       metrics.reloads.inc({ result: 'error' });
       metrics.reloadOk.set(0);
+      lastReload = { ok: false, at: new Date().toISOString(), error: errorMessage(err) };
       log.error({ err: errorMessage(err) }, 'policy reload failed: keeping the last good policy');
     }
   };
@@ -150,6 +160,21 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       policy: policyView(authorizer.policy),
       keys: authorizer.keyStatus(),
     }),
+    routes: (app) =>
+      registerAuthzDiag(app, {
+        service: rt.service,
+        version: rt.version,
+        health: rt.health,
+        source: {
+          policy: () => authorizer.policy,
+          keyStatus: () => authorizer.keyStatus(),
+          recent,
+          decide: (req) => authorizer.decide(req),
+          policyFile: config.policyFile,
+          reload: () => lastReload,
+          fetchLog,
+        },
+      }),
   });
   rt.health.set('listeners', true);
   log.info({ grpcPort: grpc.port, httpPort: http.port, adminPort: admin.port }, 'authz started');

@@ -27,6 +27,7 @@ import { RedisStore } from './redis-store.ts';
 import { dumpRuleSet } from './rules.ts';
 import { RateLimitService } from './service.ts';
 import { fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
+import { registerRatelimitDiag } from './diag.ts';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
 
 /** A running ratelimit service. */
@@ -287,6 +288,29 @@ export async function start(
       lastLoadError: holder.lastError ?? null,
     }),
     routes: (app) => {
+      // /diag wiring: read-only views of the rules, the store and a lookup form that never counts.
+      registerRatelimitDiag(app, {
+        service: rt.service,
+        version: rt.version,
+        health: rt.health,
+        source: {
+          rules: () => holder.rules,
+          lastError: () => holder.lastError,
+          loadedAt: () => holder.loadedAt,
+          configDir: config.configDir,
+          settings: coreSettings(config),
+          store,
+          now,
+          redis: config.redisUrl
+            ? {
+                type: config.redisType.toLowerCase(),
+                url: config.redisUrl,
+                tls: config.redisTls,
+                auth: config.redisAuth !== undefined,
+              }
+            : undefined,
+        },
+      });
       app.get('/rlconfig', async (_req, reply) =>
         reply.header('content-type', 'text/plain; charset=utf-8').send(
           holder.rules
