@@ -7,6 +7,8 @@ export interface CounterStore {
   readonly kind: string;
   /** Applies every op (one round trip for Redis) and returns, per op, the count after the hit. */
   apply(ops: readonly CounterOp[]): Promise<number[]>;
+  /** Reads counters without touching them (diagnostics): no increment, no key created, no TTL change. */
+  peek(keys: readonly string[]): Promise<number[]>;
   /** True when the store can serve (Redis connected). */
   ready(): boolean;
   /** Subscribes to readiness changes. */
@@ -102,6 +104,11 @@ export class MemoryStore implements CounterStore {
   /** Number of live counters (tests, admin view). */
   get size(): number {
     return this.#counters.size;
+  }
+
+  async peek(keys: readonly string[]): Promise<number[]> {
+    const now = this.#now();
+    return keys.map((k) => this.#get(k, now));
   }
 
   ready(): boolean {

@@ -180,6 +180,13 @@ export class RedisStore implements CounterStore {
     return this.#ready && !this.#closed;
   }
 
+  /** GETs the counters (diagnostics): read-only, one command per key, works in Cluster too. */
+  async peek(keys: readonly string[]): Promise<number[]> {
+    if (this.#closed || !this.#ready) throw new StoreError('ERR_REDIS_UNAVAILABLE', 'redis not connected');
+    const values = await Promise.all(keys.map((k) => this.#client.get(k)));
+    return values.map((v) => Number(v ?? 0));
+  }
+
   onReadyChange(listener: (ready: boolean) => void): void {
     this.#listeners.add(listener);
   }

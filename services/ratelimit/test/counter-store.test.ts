@@ -47,3 +47,17 @@ describe('ratelimit/counter-store MemoryStore', () => {
     }
   });
 });
+
+describe('ratelimit/counter-store MemoryStore.peek', () => {
+  it('reads counts without creating or changing a key', async () => {
+    const store = new MemoryStore({ now: () => 0 });
+    try {
+      await store.apply([op('seen', 2)]);
+      assert.deepEqual(await store.peek(['seen', 'never']), [2, 0]);
+      assert.equal(store.size, 1, 'peeking at an absent key created nothing');
+      assert.deepEqual(await store.apply([op('seen')]), [3], 'peek did not increment');
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -30,6 +30,9 @@ class CountingStore implements CounterStore {
     if (this.fail) throw this.fail;
     return this.inner.apply(ops);
   }
+  peek(keys: readonly string[]): Promise<number[]> {
+    return this.inner.peek(keys);
+  }
   ready(): boolean {
     return true;
   }
