@@ -22,6 +22,7 @@ import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts
 import { kubeApis, loadKubeConfig } from './kube/api.ts';
 import { startKubeController } from './kube/controller.ts';
 import { registerAcmeDiag } from './diag.ts';
+import { boundPort } from '@extsvc/common/net';
 
 /** A running acme service. */
 export interface AcmeService {
@@ -266,8 +267,7 @@ export async function start(
       .send(c.keyAuthorization);
   });
   await http.listen({ host: config.challengeHost, port: config.challengePort });
-  const addr = http.server.address();
-  const challengePort = typeof addr === 'object' && addr ? addr.port : config.challengePort;
+  const challengePort = boundPort(http.server, config.challengePort);
 
   const admin = await startAdmin({
     service: rt.service,

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '@extsvc/common/logger';
 import type { AuthRequest, Decision } from './decision.ts';
 import { INTERNAL_DENY, type CheckObserver } from './grpc-check.ts';
+import { boundPort } from '@extsvc/common/net';
 
 /** Options of the raw HTTP ext_authz listener. */
 export interface HttpCheckOptions {
@@ -184,8 +185,7 @@ export async function startHttpCheck(
       resolve();
     });
   });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const port = boundPort(server, opts.port);
   let closing: Promise<void> | undefined;
   return {
     port,

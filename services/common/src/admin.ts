@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from 'pino';
 import type { HealthState } from './health.ts';
+import { boundPort } from './net.ts';
 
 /** Options of the admin HTTP server. */
 export interface AdminOptions {
@@ -56,8 +57,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   }));
   opts.routes?.(app);
   await app.listen({ host: opts.host, port: opts.port });
-  const addr = app.server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const port = boundPort(app.server, opts.port);
   opts.logger.info({ component: 'admin', port }, 'admin server listening');
   let closing: Promise<void> | undefined;
   return {
