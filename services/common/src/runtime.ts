@@ -24,7 +24,12 @@ export const COMMON_OPTIONS = {
     default: 'info',
     doc: 'Minimum log level (JSON logs on stdout).',
   },
-  'admin-host': { kind: 'string', env: 'ADMIN_HOST', default: '0.0.0.0', doc: 'Admin HTTP server host.' },
+  'admin-host': {
+    kind: 'string',
+    env: 'ADMIN_HOST',
+    default: '127.0.0.1',
+    doc: 'Admin HTTP server host (loopback by default: set 0.0.0.0 where probes and Prometheus must reach it).',
+  },
   'drain-ms': {
     kind: 'duration',
     env: 'DRAIN_MS',
