@@ -199,6 +199,13 @@ export const RATELIMIT_OPTIONS = {
     default: 'RateLimit-Reset',
     doc: 'Name of the reset header.',
   },
+  'memory-store-max-bytes': {
+    kind: 'int',
+    env: 'MEMORY_STORE_MAX_BYTES',
+    default: 32 * 1024 * 1024,
+    min: 1024,
+    doc: 'Memory mode (no REDIS_URL): bound of the in-process counters, in estimated heap bytes (about 170 + 2 per key character per counter; RSS grows by up to twice this). When full, existing counters keep counting and a new one is answered OVER_LIMIT.',
+  },
   'metrics-max-keys': {
     kind: 'int',
     env: 'METRICS_MAX_KEYS',

@@ -1,5 +1,4 @@
 import type { CounterOp } from './limiter.ts';
-import { StoreError } from './errors.ts';
 
 /** Where counters live. `apply` runs all ops of one request atomically and returns each count after. */
 export interface CounterStore {
@@ -35,25 +34,42 @@ export function slidingDecision(
   return { after, admit: after <= op.limit };
 }
 
-/** Default bound of MemoryStore: counters keyed by client-chosen values must not grow the heap forever. */
-export const MEMORY_STORE_MAX_KEYS = 1_000_000;
+/** Default bound of MemoryStore, in bytes of heap (MEMORY_STORE_MAX_BYTES): 32 MiB. */
+export const MEMORY_STORE_MAX_BYTES = 32 * 1024 * 1024;
 
 /**
- * In-process counters: the default without Redis. Exact for one replica only. Bounded: when a
- * request would need more than `maxKeys` live counters (after dropping expired ones), it fails with
- * ERR_STORE_FULL like a Redis outage (Envoy's failure mode decides) rather than evicting counters,
- * which would let a client reset other clients' limits.
+ * Heap bytes one counter costs, as estimated for the bound: the Map slot and the `{ value,
+ * expiresAt }` record (measured on Node 24: about 170 bytes with a short key) plus the key at two
+ * bytes per character (a key with non-Latin-1 characters is stored two bytes wide).
+ */
+export function counterCost(key: string): number {
+  return 160 + 2 * key.length;
+}
+
+/**
+ * In-process counters: the default without Redis. Exact for one replica only (every replica
+ * counts on its own). Bounded to `maxBytes` of estimated heap (`counterCost`). When a request needs
+ * a new counter and the store is full even after dropping expired ones:
+ * - counters that already exist keep counting (a full store never stops a limit that is running);
+ * - a new counter is not created and its limit is answered OVER_LIMIT (the hit is refused, as if
+ *   the limit were reached) — never an error, which Envoy's `failure_mode_deny: false` would turn
+ *   into "allow everything"; never an eviction of live counters, which would let a client reset
+ *   other clients' limits by flooding the store with fresh keys.
+ * A check-only hit (addend 0) on an absent key reads 0 without creating it.
  */
 export class MemoryStore implements CounterStore {
   readonly kind = 'memory';
   readonly #counters = new Map<string, { value: number; expiresAt: number }>();
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
-  readonly #maxKeys: number;
+  readonly #maxBytes: number;
+  readonly #onFull: () => void;
+  #bytes = 0;
 
-  constructor(opts: { now: () => number; sweepMs?: number; maxKeys?: number }) {
+  constructor(opts: { now: () => number; sweepMs?: number; maxBytes?: number; onFull?: () => void }) {
     this.#now = opts.now;
-    this.#maxKeys = opts.maxKeys ?? MEMORY_STORE_MAX_KEYS;
+    this.#maxBytes = opts.maxBytes ?? MEMORY_STORE_MAX_BYTES;
+    this.#onFull = opts.onFull ?? (() => undefined);
     this.#timer = setInterval(() => this.#sweep(), opts.sweepMs ?? 10_000);
     this.#timer.unref();
   }
@@ -62,48 +78,69 @@ export class MemoryStore implements CounterStore {
     const c = this.#counters.get(key);
     if (!c) return 0;
     if (c.expiresAt <= now) {
-      this.#counters.delete(key);
+      this.#delete(key);
       return 0;
     }
     return c.value;
   }
 
-  #incr(key: string, by: number, ttlSeconds: number, now: number): number {
+  #delete(key: string): void {
+    if (this.#counters.delete(key)) this.#bytes -= counterCost(key);
+  }
+
+  /** Room for a new counter of `key`: after a sweep of expired counters when needed. */
+  #room(key: string): boolean {
+    const cost = counterCost(key);
+    if (this.#bytes + cost <= this.#maxBytes) return true;
+    this.#sweep();
+    return this.#bytes + cost <= this.#maxBytes;
+  }
+
+  /** Adds `by` to `key`; undefined when the key is new and the store is full (nothing changed). */
+  #incr(key: string, by: number, ttlSeconds: number, now: number): number | undefined {
     const cur = this.#counters.get(key);
     if (cur && cur.expiresAt > now) {
       cur.value += by;
       return cur.value;
     }
+    if (by === 0) return 0;
+    if (cur) this.#delete(key);
+    if (!this.#room(key)) {
+      this.#onFull();
+      return undefined;
+    }
     this.#counters.set(key, { value: by, expiresAt: now + ttlSeconds * 1000 });
+    this.#bytes += counterCost(key);
     return by;
   }
 
   async apply(ops: readonly CounterOp[]): Promise<number[]> {
     const now = this.#now();
-    // Checked before any increment so that a refused request changes no counter (all or nothing).
-    if (this.#counters.size + ops.length > this.#maxKeys) {
-      this.#sweep();
-      if (this.#counters.size + ops.length > this.#maxKeys)
-        throw new StoreError('ERR_STORE_FULL', `in-memory counter store is full (${this.#maxKeys} keys)`);
-    }
     return ops.map((op) => {
+      // a refused new counter answers one hit past the limit: OVER_LIMIT, whatever the addend
+      const refused = op.limit + Math.max(1, op.addend);
       if (op.algorithm === 'sliding_window') {
         const d = slidingDecision(this.#get(op.key, now), op.prevKey ? this.#get(op.prevKey, now) : 0, op);
-        if (d.admit) this.#incr(op.key, op.addend, op.ttlSeconds, now);
+        if (d.admit && this.#incr(op.key, op.addend, op.ttlSeconds, now) === undefined) return refused;
         return d.after;
       }
-      return this.#incr(op.key, op.addend, op.ttlSeconds, now);
+      return this.#incr(op.key, op.addend, op.ttlSeconds, now) ?? refused;
     });
   }
 
   #sweep(): void {
     const now = this.#now();
-    for (const [k, v] of this.#counters) if (v.expiresAt <= now) this.#counters.delete(k);
+    for (const [k, v] of this.#counters) if (v.expiresAt <= now) this.#delete(k);
   }
 
-  /** Number of live counters (tests, admin view). */
+  /** Number of counters held (tests, admin view). */
   get size(): number {
     return this.#counters.size;
+  }
+
+  /** Estimated heap bytes of the counters held (`counterCost` summed). */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   async peek(keys: readonly string[]): Promise<number[]> {

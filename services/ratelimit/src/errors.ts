@@ -5,8 +5,7 @@ export type RatelimitErrorCode =
   | 'ERR_EMPTY_DESCRIPTORS'
   | 'ERR_NO_CONFIG'
   | 'ERR_REDIS_UNAVAILABLE'
-  | 'ERR_REDIS_TIMEOUT'
-  | 'ERR_STORE_FULL';
+  | 'ERR_REDIS_TIMEOUT';
 
 /**
  * A rate limit configuration file is invalid. The message is the reference's, prefixed by the file
@@ -38,7 +37,7 @@ export class ServiceError extends Error {
 
 /** The counter store failed or did not answer within its deadline. */
 export class StoreError extends Error {
-  readonly code: 'ERR_REDIS_UNAVAILABLE' | 'ERR_REDIS_TIMEOUT' | 'ERR_STORE_FULL';
+  readonly code: 'ERR_REDIS_UNAVAILABLE' | 'ERR_REDIS_TIMEOUT';
   constructor(code: StoreError['code'], message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'StoreError';

@@ -44,6 +44,7 @@ export class Metrics {
   readonly redisErrors: Counter;
   readonly redisLatency: Histogram<'result'>;
   readonly requests: Counter<'code'>;
+  readonly memoryStoreRefused: Counter;
   readonly #seen = new Set<string>();
   readonly #missingDomains = new Set<string>();
   readonly #maxKeys: number;
@@ -120,6 +121,11 @@ export class Metrics {
           this.#requestCounts[code] = 0;
         }
       },
+    });
+    this.memoryStoreRefused = new Counter({
+      name: 'ratelimit_memory_store_full_refused',
+      help: 'Memory mode: new counters refused (answered OVER_LIMIT) because MEMORY_STORE_MAX_BYTES was reached.',
+      registers: [registry],
     });
     for (const r of ['success', 'error']) this.configLoad.inc({ result: r }, 0);
   }

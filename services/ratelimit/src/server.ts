@@ -88,12 +88,7 @@ function grpcError(err: unknown): Partial<GrpcError> {
   if (err instanceof StoreError)
     return {
       code: GrpcStatus.UNAVAILABLE,
-      details:
-        err.code === 'ERR_REDIS_TIMEOUT'
-          ? 'redis timeout'
-          : err.code === 'ERR_STORE_FULL'
-            ? 'counter store full'
-            : 'redis unavailable',
+      details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable',
     };
   return { code: GrpcStatus.INTERNAL, details: 'internal error' };
 }
@@ -167,7 +162,20 @@ export async function start(
     redis.onReadyChange((ready) => rt.health.set('redis', ready, ready ? undefined : 'redis not connected'));
     store = redis;
   } else {
-    store = new MemoryStore({ now });
+    let warned = false;
+    store = new MemoryStore({
+      now,
+      maxBytes: config.memoryStoreMaxBytes,
+      onFull: () => {
+        metrics.memoryStoreRefused.inc();
+        if (warned) return;
+        warned = true;
+        log.warn(
+          { maxBytes: config.memoryStoreMaxBytes },
+          'in-memory counter store full: new counters are answered OVER_LIMIT (MEMORY_STORE_MAX_BYTES)',
+        );
+      },
+    });
     log.warn('REDIS_URL unset: counting in memory (exact for one replica only)');
   }
 

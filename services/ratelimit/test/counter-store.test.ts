@@ -1,7 +1,6 @@
 import { describe, it } from 'mocha';
 import assert from 'node:assert/strict';
-import { MemoryStore } from '../src/counter-store.ts';
-import { StoreError } from '../src/errors.ts';
+import { counterCost, MemoryStore } from '../src/counter-store.ts';
 import type { CounterOp } from '../src/limiter.ts';
 
 const op = (key: string, addend = 1): CounterOp => ({
@@ -29,19 +28,45 @@ describe('ratelimit/counter-store MemoryStore', () => {
     }
   });
 
-  it('is bounded: a request needing more live keys than maxKeys fails and changes nothing', async () => {
+  it('when full, existing counters keep counting and a new counter is answered over its limit', async () => {
     let now = 0;
-    const store = new MemoryStore({ now: () => now, maxKeys: 3 });
+    let refused = 0;
+    // room for exactly three two-character keys
+    const store = new MemoryStore({
+      now: () => now,
+      maxBytes: 3 * counterCost('k1'),
+      onFull: () => refused++,
+    });
     try {
-      await store.apply([op('k1'), op('k2')]);
-      await assert.rejects(
-        store.apply([op('k3'), op('k4')]),
-        (err: unknown) => err instanceof StoreError && err.code === 'ERR_STORE_FULL',
+      assert.deepEqual(await store.apply([op('k1'), op('k2'), op('k3')]), [1, 1, 1]);
+      // attack: the store is full; before the fix every call failed and Envoy's fail-open let it through
+      assert.deepEqual(await store.apply([op('k1', 9), op('k4')]), [10, 11], 'k1 counts on; k4 is over');
+      assert.deepEqual(await store.apply([op('k1')]), [11], 'an existing counter still passes its limit');
+      assert.deepEqual(
+        await store.apply([op('k4', 0)]),
+        [0],
+        'a check-only hit on an absent key creates nothing',
       );
-      assert.equal(store.size, 2, 'the refused request incremented nothing');
-      assert.deepEqual(await store.apply([op('k1')]), [2]);
+      assert.equal(store.size, 3);
+      assert.equal(refused, 1);
       now = 61_000; // expired counters are dropped to make room
-      assert.deepEqual(await store.apply([op('k3'), op('k4'), op('k5')]), [1, 1, 1]);
+      assert.deepEqual(await store.apply([op('k4'), op('k5'), op('k6')]), [1, 1, 1]);
+      assert.equal(store.bytes, 3 * counterCost('k1'));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a refused new counter on a sliding window is over its limit too', async () => {
+    const store = new MemoryStore({ now: () => 0, maxBytes: counterCost('k1') });
+    try {
+      const sliding = (key: string): CounterOp => ({
+        ...op(key),
+        algorithm: 'sliding_window',
+        prevKey: `${key}p`,
+      });
+      assert.deepEqual(await store.apply([sliding('k1')]), [1]);
+      assert.deepEqual(await store.apply([sliding('k2')]), [11]);
     } finally {
       await store.close();
     }
