@@ -7,7 +7,7 @@ import { writeConfigMapDir } from '../harness/configmap-dir.ts';
 import { RlsClient, type Desc } from './client.ts';
 import { RULES } from './config.ts';
 
-const perMinute = (n: number): Desc['limit'] => ({ requests_per_unit: n, unit: 'MINUTE' });
+const perMinute = (n: number): NonNullable<Desc['limit']> => ({ requests_per_unit: n, unit: 'MINUTE' });
 
 describe('ratelimit hardening: memory mode with a full counter store', function () {
   this.timeout(60_000);
