@@ -81,12 +81,56 @@ export const COMPOSE_VARS: EnvoyVars = {
 /** Path of the template in this repository. */
 export const TEMPLATE_PATH = join(import.meta.dirname, 'envoy.template.yaml');
 
+/** Expands `{{>NAME K=V ...}}` lines with the `{{#define NAME}}` blocks, re-indented to the include line. */
+function expandIncludes(template: string): string[] {
+  const defines = new Map<string, string[]>();
+  const body: string[] = [];
+  let current: { name: string; lines: string[] } | undefined;
+  for (const line of template.split('\n')) {
+    const def = /^# \{\{#define ([A-Z_]+)\}\}\s*$/.exec(line);
+    if (def) {
+      if (current) throw new Error('envoy template: nested #define');
+      current = { name: def[1] as string, lines: [] };
+      continue;
+    }
+    if (/^# \{\{\/define\}\}\s*$/.test(line)) {
+      if (!current) throw new Error('envoy template: /define without #define');
+      defines.set(current.name, current.lines);
+      current = undefined;
+      continue;
+    }
+    (current ? current.lines : body).push(line);
+  }
+  if (current) throw new Error(`envoy template: unclosed #define ${current.name}`);
+  const out: string[] = [];
+  for (const line of body) {
+    const inc = /^(\s*)# \{\{>([A-Z_]+)((?: [A-Z_]+=[^\s}]*)*)\}\}\s*$/.exec(line);
+    if (!inc) {
+      out.push(line);
+      continue;
+    }
+    const block = defines.get(inc[2] as string);
+    if (!block) throw new Error(`envoy template: no #define for {{>${inc[2]}}}`);
+    const locals = new Map<string, string>();
+    for (const kv of (inc[3] ?? '').trim().split(' ').filter(Boolean)) {
+      const eq = kv.indexOf('=');
+      locals.set(kv.slice(0, eq), kv.slice(eq + 1));
+    }
+    const indent = inc[1] ?? '';
+    for (const b of block) {
+      const local = b.replace(/\{\{([A-Z_]+)\}\}/g, (m, name: string) => locals.get(name) ?? m);
+      out.push(b === '' ? '' : indent + local);
+    }
+  }
+  return out;
+}
+
 /** Renders the template with `vars`; throws naming any placeholder without a value. */
 export function renderEnvoyConfig(vars: EnvoyVars, template = readFileSync(TEMPLATE_PATH, 'utf8')): string {
   const values = vars as unknown as Record<string, string | number | boolean>;
   const out: string[] = [];
   const stack: boolean[] = [];
-  for (const line of template.split('\n')) {
+  for (const line of expandIncludes(template)) {
     const open = /^\s*# \{\{#(if|unless) ([A-Z_]+)\}\}\s*$/.exec(line);
     if (open) {
       const v = values[open[2] as string];
