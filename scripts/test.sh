@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: sets up the machine (idempotent), then runs every gate and test suite.
-# Ends with one line "N passed, N failed" (static checks count one each; mocha tests count one each).
+# Ends with "checks: N passed, N failed" (format, lint, typecheck, drift, builds, leftovers) and then one line
+# "N passed, N failed" counting the mocha tests; a failed check is added to that line's failures, so the
+# run is red whenever anything failed.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EXTSVC_ROOT"
@@ -8,6 +10,11 @@ bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 OUT="$EXTSVC_ROOT/test-output"
 rm -rf "$OUT" && mkdir -p "$OUT"
+# Every process this run starts inherits EXTSVC_RUN_ID; the leftover check looks only for it.
+EXTSVC_RUN_ID="test-$$-$(date +%s%N)"
+export EXTSVC_RUN_ID
+checks_passed=0
+checks_failed=0
 passed=0
 failed=0
 failures=()
@@ -16,9 +23,9 @@ check() {
   local name="$1"; shift
   printf '\n=== %s\n' "$name"
   if "$@" >"$OUT/$name.log" 2>&1; then
-    passed=$((passed + 1)); echo "ok: $name"
+    checks_passed=$((checks_passed + 1)); echo "ok: $name"
   else
-    failed=$((failed + 1)); failures+=("$name"); echo "FAILED: $name"; tail -50 "$OUT/$name.log"
+    checks_failed=$((checks_failed + 1)); failures+=("$name"); echo "FAILED: $name"; tail -50 "$OUT/$name.log"
   fi
 }
 
@@ -33,7 +40,7 @@ check format prettier --check .
 check lint eslint .
 check typecheck tsc --noEmit -p tsconfig.json
 check proto-drift proto_drift
-check envoy-compose-drift node deploy/envoy/render.ts --check-compose
+# (envoy.compose.yaml drift is a test: integration/foundation/envoy-config.test.ts)
 check docker-compose-spec bash deploy/compose-check/check.sh
 if [ -x integration/kube/build.sh ]; then
   # Builds (or reuses from ~/.cache/extsvc) kube-apiserver + etcd for the Kubernetes suites.
@@ -58,15 +65,11 @@ mocha_suite unit .mocharc.unit.json
 # The integration config names no spec, so `npx mocha --config .mocharc.integration.json <file>` runs one file.
 mocha_suite integration .mocharc.integration.json 'integration/**/*.test.ts'
 
-leftover=$(pgrep -f "$EXTSVC_ROOT/services/.*/src/main.ts|extsvc-.*envoy.yaml" || true)
-if [ -n "$leftover" ]; then
-  failed=$((failed + 1)); failures+=("leftover-processes"); echo "processes outlived the tests: $leftover"
-  pkill -9 -f "$EXTSVC_ROOT/services/.*/src/main.ts" || true
-else
-  passed=$((passed + 1))
-fi
+# Processes of THIS run only (EXTSVC_RUN_ID in their environment) that outlived the suites.
+check leftover-processes node scripts/leftovers.ts "$EXTSVC_RUN_ID" "$$" --kill
 
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "checks: $checks_passed passed, $checks_failed failed"
+echo "$passed passed, $((failed + checks_failed)) failed"
+[ "$failed" -eq 0 ] && [ "$checks_failed" -eq 0 ]

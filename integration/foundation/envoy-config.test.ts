@@ -71,7 +71,9 @@ interface Hcm {
   readonly path_with_escaped_slashes_action?: string;
   readonly common_http_protocol_options?: { headers_with_underscores_action?: string };
   readonly http_filters: readonly { name: string }[];
-  readonly route_config: { virtual_hosts: readonly { routes: readonly { route?: { cluster?: string } }[] }[] };
+  readonly route_config: {
+    virtual_hosts: readonly { routes: readonly { route?: { cluster?: string } }[] }[];
+  };
 }
 
 /** Every HTTP connection manager of the rendered bootstrap, with the listener it belongs to. */
@@ -118,7 +120,11 @@ describe('deploy/envoy: no listener routes to the upstream without the filters a
         assert.equal(hcm.normalize_path, true, listener);
         assert.equal(hcm.merge_slashes, true, listener);
         assert.equal(hcm.path_with_escaped_slashes_action, 'UNESCAPE_AND_REDIRECT', listener);
-        assert.equal(hcm.common_http_protocol_options?.headers_with_underscores_action, 'REJECT_REQUEST', listener);
+        assert.equal(
+          hcm.common_http_protocol_options?.headers_with_underscores_action,
+          'REJECT_REQUEST',
+          listener,
+        );
       }
       const prefixes = hcms.map((h) => h.hcm.stat_prefix);
       assert.equal(new Set(prefixes).size, prefixes.length, 'each listener keeps its own stats');

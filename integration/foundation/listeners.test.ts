@@ -4,6 +4,7 @@ import { rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { waitUntil } from '../harness/proc.ts';
 import { Stack, ROOT, type EnvoyHandle, type ServiceHandle } from '../harness/stack.ts';
 import { fakeCertDir, type FakeCertDir } from './tls-fixture.ts';
 
@@ -31,7 +32,9 @@ function send(url: URL, headers: Record<string, string>, certs: FakeCertDir): Pr
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+      );
     });
     req.on('error', reject);
     req.end();
@@ -57,7 +60,9 @@ for (const mode of ['grpc', 'http'] as const) {
             '--http-path-prefix=/extauth',
           ],
         }),
-        stack.service('ratelimit', { args: [`--config-dir=${join(ROOT, 'deploy', 'compose', 'ratelimit')}`] }),
+        stack.service('ratelimit', {
+          args: [`--config-dir=${join(ROOT, 'deploy', 'compose', 'ratelimit')}`],
+        }),
         stack.echo(),
       ]);
       envoy = await stack.envoy({
@@ -71,6 +76,17 @@ for (const mode of ['grpc', 'http'] as const) {
         CERT_DIR: certs.dir,
         TLS_SECRET,
       });
+      // Envoy opens its gRPC connections on the first request; on a loaded machine that first Check can
+      // exceed the 0.5 s ext_authz timeout (503). Wait until a public request goes through on each listener.
+      for (const port of [envoy.httpPort, envoy.httpsPort]) {
+        const scheme = port === envoy.httpPort ? 'http' : 'https';
+        await waitUntil(
+          `${scheme} listener answers through authz and ratelimit`,
+          async () =>
+            (await send(new URL(`${scheme}://127.0.0.1:${port}/public/warm`), {}, certs)).status === 200,
+          { timeoutMs: 30_000 },
+        );
+      }
     });
     after(() => {
       if (certs) rmSync(certs.dir, { recursive: true, force: true });
@@ -90,7 +106,11 @@ for (const mode of ['grpc', 'http'] as const) {
         const res = await send(url('/api/hello'), { 'x-user-id': 'admin' }, certs);
         assert.equal(res.status, 401, res.body);
         assert.equal(upstream.requests, before);
-        assert.equal((await authz.metric('authz_check_total')) - checksBefore, 1, 'authz decided the request');
+        assert.equal(
+          (await authz.metric('authz_check_total')) - checksBefore,
+          1,
+          'authz decided the request',
+        );
       });
 
       it(`${listener}: the demo key gets 200 and the upstream sees authz's x-user-id, not the client's`, async () => {

@@ -200,7 +200,7 @@ export class Stack {
         `${name} ${opts.readyPath ?? '/readyz'}`,
         async () => (await fetch(adminUrl(opts.readyPath ?? '/readyz'))).status === 200,
         {
-          timeoutMs: opts.readyTimeoutMs ?? 20_000,
+          timeoutMs: opts.readyTimeoutMs ?? 60_000,
           abort: () => (proc.exitStatus ? `exited early:\n${proc.logs()}` : undefined),
         },
       );
