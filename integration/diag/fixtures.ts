@@ -125,7 +125,17 @@ rules:
   - { name: gone, match: { pathPrefix: /old }, deny: { status: 410 } }
 `,
   );
-  const svc = await stack.service('authz', { args: ['--policy-file', policy, '--policy-poll-ms', '200'] });
+  // x-tenant is outside the shipped HTTP-mode upstream list: declare it deliverable (authz refuses it otherwise).
+  const svc = await stack.service('authz', {
+    args: [
+      '--policy-file',
+      policy,
+      '--policy-poll-ms',
+      '200',
+      '--http-upstream-headers',
+      'x-user-*,x-jwt-payload,x-tenant',
+    ],
+  });
   const check = async (
     path: string,
     headers: Record<string, string> = {},

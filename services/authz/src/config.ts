@@ -1,6 +1,20 @@
 import { parseOptions, type ParseResult } from '@extsvc/common/config';
 import { COMMON_OPTIONS } from '@extsvc/common/runtime';
 
+/**
+ * What the shipped Envoy template's http_service delivers upstream: Emissary's fixed list plus the
+ * `x-user-*` family and `x-jwt-payload` (deploy/envoy/envoy.template.yaml, allowed_upstream_headers).
+ */
+export const DEFAULT_HTTP_UPSTREAM_HEADERS = [
+  'authorization',
+  'location',
+  'proxy-authenticate',
+  'set-cookie',
+  'www-authenticate',
+  'x-user-*',
+  'x-jwt-payload',
+] as const;
+
 /** Flags and environment variables of authz (see README.md). */
 export const AUTHZ_OPTIONS = {
   ...COMMON_OPTIONS,
@@ -22,6 +36,18 @@ export const AUTHZ_OPTIONS = {
     env: 'HTTP_PORT',
     default: 9002,
     doc: 'Raw HTTP ext_authz port (Envoy http_service, Emissary proto: http).',
+  },
+  'http-enabled': {
+    kind: 'bool',
+    env: 'HTTP_ENABLED',
+    default: true,
+    doc: 'Start the raw HTTP ext_authz listener; false for gRPC-only deployments (no HTTP-mode policy checks).',
+  },
+  'http-upstream-headers': {
+    kind: 'list',
+    env: 'HTTP_UPSTREAM_HEADERS',
+    default: [...DEFAULT_HTTP_UPSTREAM_HEADERS],
+    doc: "HTTP mode: the headers Envoy copies from authz's answer to the upstream (its allowed_upstream_headers, Emissary's allowed_authorization_headers): exact names or `prefix*`. A policy that sets any other header is refused.",
   },
   'admin-port': {
     kind: 'port',

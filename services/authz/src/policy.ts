@@ -163,16 +163,49 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const FORBIDDEN_SET = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'te', 'upgrade']);
 
+/** What the service configuration tells policy validation. */
+export interface PolicyOptions {
+  /**
+   * The raw HTTP listener is served and Envoy copies only these headers from its answer to the
+   * upstream (exact names or `prefix*`): a policy setting any other header is refused. Undefined:
+   * gRPC only, not checked.
+   */
+  readonly httpUpstreamHeaders?: readonly string[] | undefined;
+}
+
+/** True when `name` (lower case) is one of `patterns`: an exact name or a `prefix*`. */
+export function headerListed(name: string, patterns: readonly string[]): boolean {
+  return patterns.some((p) => {
+    const l = p.toLowerCase();
+    return l.endsWith('*') ? name.startsWith(l.slice(0, -1)) : name === l;
+  });
+}
+
 /** Validation context: collects problems as `file: field: message`. */
 class Ctx {
   readonly problems = new ProblemCollector();
   readonly files: string[] = [];
   readonly file: string;
   readonly baseDir: string;
-  constructor(file: string) {
+  readonly opts: PolicyOptions;
+  constructor(file: string, opts: PolicyOptions) {
     this.file = file;
     this.baseDir = dirname(file);
     this.files.push(file);
+    this.opts = opts;
+  }
+  /**
+   * In HTTP mode Envoy copies only its allow-listed answer headers upstream and drops the rest, and a
+   * header both set and listed in x-envoy-auth-headers-to-remove ends up removed: a header outside
+   * the list would leave the client's own copy in place. Refuse it.
+   */
+  deliverable(name: string, field: string): void {
+    const list = this.opts.httpUpstreamHeaders;
+    if (list === undefined || headerListed(name, list)) return;
+    this.add(
+      field,
+      `HTTP mode cannot deliver '${name}' upstream (a client-sent ${name} would reach it): list it in --http-upstream-headers (HTTP_UPSTREAM_HEADERS) and in Envoy's allowed_upstream_headers / Emissary's allowed_authorization_headers, or run gRPC only with --http-enabled=false`,
+    );
   }
   add(field: string, message: string): void {
     this.problems.add(`${this.file}: ${field}`, message);
@@ -673,6 +706,7 @@ function parseIdentity(ctx: Ctx, v: unknown, field: string, base: IdentitySettin
           ctx.add(hf, 'must be a template string like "{{ sub }}"');
           continue;
         }
+        if (lname !== undefined) ctx.deliverable(lname, hf);
         const t = parseTemplate(tpl);
         if (typeof t === 'string') ctx.add(hf, t);
         else if (lname !== undefined) list.push({ name: lname, template: t });
@@ -684,6 +718,8 @@ function parseIdentity(ctx: Ctx, v: unknown, field: string, base: IdentitySettin
     v['payloadHeader'] === undefined
       ? base.payloadHeader
       : ctx.headerName(v['payloadHeader'], `${field}.payloadHeader`);
+  if (v['payloadHeader'] !== undefined && payloadHeader !== undefined)
+    ctx.deliverable(payloadHeader, `${field}.payloadHeader`);
   return {
     headers,
     payloadHeader,
@@ -807,8 +843,9 @@ export function parsePolicy(
   text: string,
   file: string,
   env: Readonly<Record<string, string | undefined>> = {},
+  opts: PolicyOptions = {},
 ): Policy {
-  const ctx = new Ctx(file);
+  const ctx = new Ctx(file, opts);
   let doc: unknown;
   try {
     doc = parseYaml(text, { maxAliasCount: 100 });
@@ -895,7 +932,11 @@ export function parsePolicy(
 }
 
 /** Reads and parses a policy file. */
-export function loadPolicyFile(file: string, env: Readonly<Record<string, string | undefined>> = {}): Policy {
+export function loadPolicyFile(
+  file: string,
+  env: Readonly<Record<string, string | undefined>> = {},
+  opts: PolicyOptions = {},
+): Policy {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -904,7 +945,7 @@ export function loadPolicyFile(file: string, env: Readonly<Record<string, string
       { field: file, message: `cannot read policy file (${(err as NodeJS.ErrnoException).code ?? 'error'})` },
     ]);
   }
-  return parsePolicy(text, file, env);
+  return parsePolicy(text, file, env, opts);
 }
 
 /** A policy with no rules: every request is denied (no_matching_rule). */

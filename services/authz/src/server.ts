@@ -1,6 +1,6 @@
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
-import { errorMessage } from '@extsvc/common/errors';
+import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
@@ -13,11 +13,12 @@ import { checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
 import { FetchLog, RecentDecisions, recordingDecide, registerAuthzDiag, type ReloadState } from './diag.ts';
-import { emptyPolicy, loadPolicyFile, type Policy } from './policy.ts';
+import { emptyPolicy, loadPolicyFile, type Policy, type PolicyOptions } from './policy.ts';
 
 /** A running authz service. */
 export interface AuthzService {
   readonly grpcPort: number;
+  /** 0 when the HTTP listener is disabled (--http-enabled=false). */
   readonly httpPort: number;
   readonly adminPort: number;
   close(): Promise<void>;
@@ -59,12 +60,31 @@ function policyView(p: Policy): unknown {
   };
 }
 
+const HEADER_PATTERN = /^[!#$%&'*+.^_`|~0-9a-z-]+\*?$/;
+
+/** Validates --http-upstream-headers: lower-cased header names, optionally ending in `*`. */
+function checkUpstreamHeaders(config: AuthzConfig): readonly string[] {
+  const list = config.httpUpstreamHeaders.map((h) => h.toLowerCase());
+  const bad = list.filter((h) => !HEADER_PATTERN.test(h) || h === '*');
+  if (bad.length > 0)
+    throw new ConfigError([
+      {
+        field: '--http-upstream-headers',
+        message: `not a header name or 'prefix*': ${bad.map((b) => `'${b}'`).join(', ')}`,
+      },
+    ]);
+  return list;
+}
+
 /** Starts the gRPC and HTTP ext_authz listeners, the admin server and the policy watcher. */
 export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = {}): Promise<AuthzService> {
   const env = deps.env ?? {};
   const log = rt.logger.child({ component: 'authz' });
   const metrics = createMetrics(rt.registry);
-  const load = (): Policy => (config.policyFile ? loadPolicyFile(config.policyFile, env) : emptyPolicy());
+  const upstream = checkUpstreamHeaders(config);
+  const policyOpts: PolicyOptions = { httpUpstreamHeaders: config.httpEnabled ? upstream : undefined };
+  const load = (): Policy =>
+    config.policyFile ? loadPolicyFile(config.policyFile, env, policyOpts) : emptyPolicy();
   const policy = load(); // a ConfigError here exits 2 with file and field
   if (!config.policyFile) log.warn('no --policy-file: every request is denied');
   metrics.reloadOk.set(1);
@@ -114,18 +134,20 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       },
     ],
   });
-  const http = await startHttpCheck(
-    {
-      host: config.httpHost,
-      port: config.httpPort,
-      pathPrefix: config.httpPathPrefix,
-      maxHeaderBytes: config.httpMaxHeaderBytes,
-      keepAliveMs: config.httpKeepaliveMs,
-    },
-    decide,
-    observe,
-    log,
-  );
+  const http = config.httpEnabled
+    ? await startHttpCheck(
+        {
+          host: config.httpHost,
+          port: config.httpPort,
+          pathPrefix: config.httpPathPrefix,
+          maxHeaderBytes: config.httpMaxHeaderBytes,
+          keepAliveMs: config.httpKeepaliveMs,
+        },
+        decide,
+        observe,
+        log,
+      )
+    : undefined;
   let watcher: Watcher | undefined;
   const reload = (): void => {
     try {
@@ -177,11 +199,11 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       }),
   });
   rt.health.set('listeners', true);
-  log.info({ grpcPort: grpc.port, httpPort: http.port, adminPort: admin.port }, 'authz started');
+  log.info({ grpcPort: grpc.port, httpPort: http?.port, adminPort: admin.port }, 'authz started');
   let closing: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
-    httpPort: http.port,
+    httpPort: http?.port ?? 0,
     adminPort: admin.port,
     close: () =>
       (closing ??= (async () => {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '@extsvc/common/errors';
-import { loadPolicyFile, parsePolicy, ASYMMETRIC_ALGS } from '../src/policy.ts';
+import { headerListed, loadPolicyFile, parsePolicy, ASYMMETRIC_ALGS } from '../src/policy.ts';
+import { DEFAULT_HTTP_UPSTREAM_HEADERS } from '../src/config.ts';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -168,5 +169,36 @@ describe('policy shorthands and limits', () => {
       parsePolicy('rules: [ { deny: { status: 410 } } ]', 'd.yaml').rules[0]?.requirement.kind,
       'deny',
     );
+  });
+
+  it('refuses identity headers HTTP mode cannot deliver, naming the header and the option', () => {
+    const http = { httpUpstreamHeaders: [...DEFAULT_HTTP_UPSTREAM_HEADERS] };
+    const doc = [
+      "identity: { headers: { x-user-id: '{{ sub }}', x-tenant: '{{ tenant }}' } }",
+      'rules:',
+      '  - { name: a, public: true }',
+      "  - { name: b, public: true, identity: { payloadHeader: x-payload, headers: { x-user-org: '{{ org }}' } } }",
+    ].join('\n');
+    const found = problems(() => parsePolicy(doc, 'h.yaml', {}, http));
+    assert.equal(found.length, 2, found.join('\n'));
+    assert.match(
+      found[0] ?? '',
+      /^h\.yaml: identity\.headers\.x-tenant: HTTP mode cannot deliver 'x-tenant' upstream/,
+    );
+    assert.match(found[0] ?? '', /--http-upstream-headers \(HTTP_UPSTREAM_HEADERS\)/);
+    assert.match(found[0] ?? '', /allowed_authorization_headers/);
+    assert.match(
+      found[1] ?? '',
+      /^h\.yaml: rules\[1\]\.identity\.payloadHeader: HTTP mode cannot deliver 'x-payload'/,
+    );
+    // Declared deliverable (exact name or prefix*), or gRPC only: accepted.
+    const ok = parsePolicy(doc, 'h.yaml', {}, { httpUpstreamHeaders: ['x-user-*', 'x-tenant', 'x-pay*'] });
+    assert.deepEqual(
+      ok.rules[0]?.identity.headers.map((h) => h.name),
+      ['x-user-id', 'x-tenant'],
+    );
+    assert.equal(parsePolicy(doc, 'h.yaml').rules.length, 2);
+    assert.ok(headerListed('x-user-anything', DEFAULT_HTTP_UPSTREAM_HEADERS));
+    assert.ok(!headerListed('x-tenant', DEFAULT_HTTP_UPSTREAM_HEADERS));
   });
 });

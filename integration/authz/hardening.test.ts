@@ -1,0 +1,110 @@
+import { describe, it, before } from 'mocha';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, Stack, type EnvoyHandle, type ServiceHandle } from '../harness/stack.ts';
+
+interface Echo {
+  path: string;
+  headers: Record<string, string | undefined>;
+}
+
+/** Runs authz expecting a configuration error: exit 2 and one line on stderr. */
+function configError(args: readonly string[]): string {
+  const r = spawnSync(process.execPath, [join(ROOT, 'services/authz/src/main.ts'), ...args], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...process.env, LOG_LEVEL: 'silent', ADMIN_PORT: '0', GRPC_PORT: '0', HTTP_PORT: '0' },
+  });
+  assert.equal(r.status, 2, `expected exit 2, got ${String(r.status)}: ${r.stderr}`);
+  return r.stderr;
+}
+
+const API_KEY_POLICY = `realm: hardening
+apiKeys:
+  partners:
+    keys: [ { name: acme, value: partner-key-1, claims: { tenant: acme } } ]
+identity:
+  headers: { x-user-id: '{{ sub }}', x-tenant: '{{ tenant }}' }
+rules:
+  - { name: partner, match: { pathPrefix: /partner }, apiKey: partners }
+`;
+
+describe('authz hardening: identity headers in HTTP mode (issue 18 item 3)', function () {
+  const stack = new Stack('authz-hardening-http').install();
+  let policy: string;
+  let echoPort: number;
+
+  before(async () => {
+    policy = join(stack.dir, 'tenant.yaml');
+    writeFileSync(policy, API_KEY_POLICY);
+    echoPort = (await stack.echo()).port;
+  });
+
+  it('refuses at start a policy setting a header the HTTP-mode Envoy does not deliver (x-tenant)', () => {
+    const err = configError(['--policy-file', policy]);
+    assert.equal(err.trim().split('\n').length, 1, err);
+    assert.match(err, /identity\.headers\.x-tenant: HTTP mode cannot deliver 'x-tenant' upstream/);
+    assert.match(err, /--http-upstream-headers \(HTTP_UPSTREAM_HEADERS\)/);
+  });
+
+  it('through Envoy http_service: a client-sent identity header never reaches the upstream, authz value wins', async function () {
+    this.timeout(60_000);
+    // The same policy with the tenant in the x-user-* family the shipped template delivers.
+    const deliverable = join(stack.dir, 'user-tenant.yaml');
+    writeFileSync(deliverable, API_KEY_POLICY.replace('x-tenant:', 'x-user-tenant:'));
+    const authz = await stack.service('authz', {
+      args: ['--policy-file', deliverable, '--http-path-prefix', '/extauth'],
+      env: { LOG_LEVEL: 'warn' },
+    });
+    const envoy = await stack.envoy({
+      AUTHZ_GRPC: false,
+      AUTHZ_HTTP_PORT: authz.ports.http ?? 0,
+      AUTHZ_PATH_PREFIX: '/extauth',
+      UPSTREAM_PORT: echoPort,
+    });
+    const res = await fetch(envoy.url('/partner/x'), {
+      headers: { 'x-api-key': 'partner-key-1', 'x-user-tenant': 'evil', 'x-tenant': 'evil' },
+    });
+    assert.equal(res.status, 200);
+    const echo = (await res.json()) as Echo;
+    assert.equal(echo.headers['x-user-tenant'], 'acme');
+    assert.equal(echo.headers['x-user-id'], 'acme');
+    await stopEnvoy(envoy);
+  });
+
+  it('gRPC only (--http-enabled=false): the policy is accepted and authz overwrites the client x-tenant', async function () {
+    this.timeout(60_000);
+    const authz = await stack.service('authz', {
+      args: ['--policy-file', policy, '--http-enabled=false'],
+      env: { LOG_LEVEL: 'warn' },
+    });
+    const envoy = await stack.envoy({ AUTHZ_GRPC_PORT: authz.ports.grpc ?? 0, UPSTREAM_PORT: echoPort });
+    const res = await fetch(envoy.url('/partner/x'), {
+      headers: { 'x-api-key': 'partner-key-1', 'x-tenant': 'evil' },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as Echo).headers['x-tenant'], 'acme');
+    await assert.rejects(fetch(`http://127.0.0.1:${authz.ports.http}/partner/x`), 'no HTTP listener');
+    await stopEnvoy(envoy);
+  });
+
+  it('declared deliverable with --http-upstream-headers: the HTTP answer sets x-tenant', async function () {
+    this.timeout(30_000);
+    const authz: ServiceHandle = await stack.service('authz', {
+      args: ['--policy-file', policy, '--http-upstream-headers', 'x-user-*,x-tenant'],
+      env: { LOG_LEVEL: 'warn' },
+    });
+    const res = await fetch(`http://127.0.0.1:${authz.ports.http}/partner/x`, {
+      headers: { 'x-api-key': 'partner-key-1', 'x-tenant': 'evil' },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-tenant'), 'acme');
+    await authz.stop();
+  });
+});
+
+async function stopEnvoy(e: EnvoyHandle): Promise<void> {
+  await e.stop();
+}
