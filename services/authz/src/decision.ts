@@ -304,6 +304,9 @@ export function denyOf(policy: Policy, rule: string, o: Extract<Outcome, { kind:
   } else if (forbidden) {
     status = 403;
     error = 'insufficient_scope';
+  } else if (o.reason === 'ambiguous_path') {
+    status = 400;
+    error = 'invalid_request';
   } else if (o.reason === 'policy_deny' || o.reason === 'no_matching_rule' || o.reason === 'unknown_policy') {
     status = 403;
     error = 'access_denied';
@@ -388,7 +391,9 @@ function denyUnmatched(policy: Policy, reason: DenyReason): Deny {
  * host, path and method; no match is a deny. Both transports adapt its result.
  */
 export async function decide(policy: Policy, req: AuthRequest, deps: DecisionDeps): Promise<Decision> {
-  const { path, query } = splitTarget(req.path);
+  const { path, query, ambiguous } = splitTarget(req.path);
+  // `/public/..;/admin`: Tomcat serves /admin, nginx a literal `..;` segment. No rule can be right for both.
+  if (ambiguous) return denyUnmatched(policy, 'ambiguous_path');
   const host = normalizeHost(req.host);
   const method = req.method.toUpperCase();
   let rules = policy.rules;

@@ -26,6 +26,7 @@ export const DenyReasons = {
   policy_deny: 'Access is denied by policy',
   no_matching_rule: 'No rule allows this request',
   unknown_policy: 'The route names an unknown policy or rule',
+  ambiguous_path: 'The request path has a dot segment with parameters',
   internal_error: 'The request could not be authorized',
 } as const;
 

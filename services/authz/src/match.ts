@@ -56,13 +56,27 @@ export function matchPath(m: PathMatcher, path: string): boolean {
 
 const UNRESERVED = /%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g;
 
+/** A request target split for matching. */
+export interface SplitTarget {
+  /** The normalized path, without query string. */
+  readonly path: string;
+  readonly query: string;
+  /**
+   * A dot segment carried path parameters (`..;x`, `%2e;`): upstreams disagree on its meaning
+   * (servlet containers resolve it, most others serve a literal segment), so it is refused.
+   */
+  readonly ambiguous: boolean;
+}
+
 /**
  * Splits a request target into a normalized path and its query string. Normalization makes
- * `/public/../admin`, `//admin` and `/%61dmin` match the rules for `/admin`, as most upstreams
- * would resolve them: percent-encoded unreserved characters are decoded (never `%2F`), empty and
- * `.` segments dropped, `..` resolved. An absolute-form target keeps only its path.
+ * `/public/../admin`, `//admin`, `/%61dmin` and `/admin;jsessionid=1` match the rules for `/admin`,
+ * as most upstreams would resolve them: percent-encoded unreserved characters are decoded (never
+ * `%2F`, never `%3B`), path parameters (`;…`, up to the next `/`) removed from every segment as
+ * servlet containers do, empty and `.` segments dropped, `..` resolved. An absolute-form target
+ * keeps only its path.
  */
-export function splitTarget(target: string): { path: string; query: string } {
+export function splitTarget(target: string): SplitTarget {
   let t = target;
   const hash = t.indexOf('#');
   if (hash !== -1) t = t.slice(0, hash);
@@ -74,13 +88,19 @@ export function splitTarget(target: string): { path: string; query: string } {
   if (scheme) p = p.slice(scheme[0].length);
   p = p.replace(UNRESERVED, (m) => String.fromCharCode(parseInt(m.slice(1), 16)));
   const out: string[] = [];
-  for (const seg of p.replace(/\\/g, '/').split('/')) {
+  let ambiguous = false;
+  let last = '';
+  for (const raw of p.replace(/\\/g, '/').split('/')) {
+    const semi = raw.indexOf(';');
+    const seg = semi === -1 ? raw : raw.slice(0, semi);
+    if (semi !== -1 && (seg === '.' || seg === '..')) ambiguous = true;
+    last = seg;
     if (seg === '' || seg === '.') continue;
     if (seg === '..') out.pop();
     else out.push(seg);
   }
-  const trailing = out.length > 0 && (p.endsWith('/') || p.endsWith('/.') || p.endsWith('/..'));
-  return { path: '/' + out.join('/') + (trailing ? '/' : ''), query };
+  const trailing = out.length > 0 && (last === '' || last === '.' || last === '..');
+  return { path: '/' + out.join('/') + (trailing ? '/' : ''), query, ambiguous };
 }
 
 /** Reads a claim by dotted path (`realm_access.roles`); a key containing dots is tried whole first. */

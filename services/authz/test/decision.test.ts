@@ -54,6 +54,12 @@ rules:
   - name: both
     match: { pathPrefix: /both }
     allOf: [ { jwt: { providers: [corp] } }, { apiKey: { sets: [partners], claims: [ { claim: tenant, equals: acme } ] } } ]
+  - name: scoped
+    match: { pathPrefix: /scoped }
+    jwt: { providers: [corp], scopes: read write }
+  - name: narrowed
+    match: { pathPrefix: /narrowed }
+    jwt: { providers: [corp], audiences: [admin-api] }
   - name: api
     match: { pathPrefix: /api, methods: [GET, POST] }
     cors: { allowPreflight: true }
@@ -286,6 +292,15 @@ describe('decide', () => {
     );
     denied(await admin({ scope: 'admin', realm_access: { roles: ['user'] } }), 403, 'claim_mismatch');
     denied(await admin({ scope: 'admin', email: 'a@evil.com' }), 403, 'claim_mismatch');
+  });
+
+  it('resolves path parameters like servlet containers and refuses dot segments carrying them', async () => {
+    // Exact /healthz rule: a path parameter does not make it a different path.
+    assert.equal((await run(req({ path: '/healthz;jsessionid=1' }))).kind, 'allow');
+    denied(await run(req({ path: '/blocked;x=1/y' })), 403, 'policy_deny');
+    // `/healthz/%2e%2e;/api/x`: Tomcat serves /api/x, other upstreams a literal segment: refused either way.
+    for (const path of ['/healthz/%2e%2e;/api/x', '/healthz/..;/blocked', '/blocked/%2e;/x', '/api/.;x/y'])
+      denied(await run(req({ path })), 400, 'ambiguous_path');
   });
 
   it('removes the credential header when removeCredentials is set', async () => {

@@ -28,7 +28,7 @@ describe('match', () => {
   });
 
   it('normalizes paths so traversal and encoding cannot dodge a rule', () => {
-    assert.deepEqual(splitTarget('/public/../admin?x=1'), { path: '/admin', query: 'x=1' });
+    assert.deepEqual(splitTarget('/public/../admin?x=1'), { path: '/admin', query: 'x=1', ambiguous: false });
     assert.equal(splitTarget('//admin').path, '/admin');
     assert.equal(splitTarget('/%61dmin').path, '/admin');
     assert.equal(splitTarget('/a%2Fb').path, '/a%2Fb');
@@ -36,6 +36,23 @@ describe('match', () => {
     assert.equal(splitTarget('/../../etc').path, '/etc');
     assert.equal(splitTarget('http://h/x?y').path, '/x');
     assert.equal(splitTarget('/a\\..\\admin').path, '/admin');
+  });
+
+  it('removes path parameters per segment and flags dot segments that carry one', () => {
+    assert.deepEqual(splitTarget('/admin;jsessionid=1'), { path: '/admin', query: '', ambiguous: false });
+    assert.equal(splitTarget('/a;x=1/b;y/c').path, '/a/b/c');
+    assert.equal(splitTarget('/;x/admin').path, '/admin');
+    assert.equal(splitTarget('/a/%3B/b').path, '/a/%3B/b', 'an encoded ; is data, not a separator');
+    for (const t of [
+      '/public/%2e%2e;/api/x',
+      '/public/..;/api/x',
+      '/public/%2e;/admin',
+      '/x/.;a=b/y',
+      '/a/..;',
+    ])
+      assert.equal(splitTarget(t).ambiguous, true, t);
+    assert.equal(splitTarget('/public/%2e%2e;/api/x').path, '/api/x');
+    assert.equal(splitTarget('/a/..x;/b').ambiguous, false);
   });
 
   it('reads nested claims and dotted keys', () => {
