@@ -294,6 +294,27 @@ describe('decide', () => {
     denied(await admin({ scope: 'admin', email: 'a@evil.com' }), 403, 'claim_mismatch');
   });
 
+  it('requires every listed scope, not just one of them', async () => {
+    const scoped = (scope: unknown) =>
+      good({ scope }).then((t) => run(req({ path: '/scoped/x', headers: bearer(t) })));
+    denied(await scoped('read'), 403, 'insufficient_scope');
+    denied(await scoped('write'), 403, 'insufficient_scope');
+    denied(await scoped(['write', 'admin']), 403, 'insufficient_scope');
+    assert.equal((await scoped('write read')).kind, 'allow');
+    assert.equal((await scoped(['read', 'write'])).kind, 'allow');
+  });
+
+  it('applies rule-level audiences on top of the provider audiences', async () => {
+    const narrowed = (aud: unknown) =>
+      good({ aud }).then((t) => run(req({ path: '/narrowed/x', headers: bearer(t) })));
+    // Accepted by the provider (aud api) but not by the rule, which narrows to admin-api.
+    denied(await narrowed('api'), 401, 'wrong_audience');
+    denied(await narrowed(['api', 'other']), 401, 'wrong_audience');
+    assert.equal((await narrowed(['api', 'admin-api'])).kind, 'allow');
+    // The same token passes a rule without audiences of its own.
+    assert.equal((await good({ aud: 'api' }).then((t) => run(req({ headers: bearer(t) })))).kind, 'allow');
+  });
+
   it('resolves path parameters like servlet containers and refuses dot segments carrying them', async () => {
     // Exact /healthz rule: a path parameter does not make it a different path.
     assert.equal((await run(req({ path: '/healthz;jsessionid=1' }))).kind, 'allow');

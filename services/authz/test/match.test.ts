@@ -55,6 +55,12 @@ describe('match', () => {
     assert.equal(splitTarget('/a/..x;/b').ambiguous, false);
   });
 
+  it('decodes %2E and %2e like "." before resolving dot segments', () => {
+    assert.equal(splitTarget('/public/%2E%2E/admin').path, '/admin');
+    assert.equal(splitTarget('/public/%2e%2E/admin').path, '/admin');
+    assert.equal(splitTarget('/%2E/admin/%2E').path, '/admin/');
+  });
+
   it('reads nested claims and dotted keys', () => {
     const c = { realm_access: { roles: ['a', 'b'] }, 'https://x.io/tenant': 't1' };
     assert.deepEqual(claimAt(c, 'realm_access.roles'), ['a', 'b']);
