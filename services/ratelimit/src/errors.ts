@@ -4,6 +4,7 @@ export type RatelimitErrorCode =
   | 'ERR_EMPTY_DOMAIN'
   | 'ERR_EMPTY_DESCRIPTORS'
   | 'ERR_NO_CONFIG'
+  | 'ERR_INVALID_REQUEST'
   | 'ERR_REDIS_UNAVAILABLE'
   | 'ERR_REDIS_TIMEOUT';
 
@@ -25,9 +26,12 @@ export class RulesError extends Error {
   }
 }
 
-/** A request the service refuses (empty domain, no descriptors) or cannot serve (no configuration). */
+/**
+ * A request the service refuses (empty domain, no descriptors, a bound of RequestLimits exceeded)
+ * or cannot serve (no configuration).
+ */
 export class ServiceError extends Error {
-  readonly code: 'ERR_EMPTY_DOMAIN' | 'ERR_EMPTY_DESCRIPTORS' | 'ERR_NO_CONFIG';
+  readonly code: 'ERR_EMPTY_DOMAIN' | 'ERR_EMPTY_DESCRIPTORS' | 'ERR_NO_CONFIG' | 'ERR_INVALID_REQUEST';
   constructor(code: ServiceError['code'], message: string) {
     super(message);
     this.name = 'ServiceError';

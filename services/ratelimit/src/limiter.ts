@@ -42,6 +42,53 @@ export interface CoreSettings {
   readonly dynamicMetadata: boolean;
   /** Upper bound of the random extra TTL seconds (EXPIRATION_JITTER_MAX_SECONDS). */
   readonly expirationJitterMaxSeconds: number;
+  /** Bounds of an acceptable request; DEFAULT_REQUEST_LIMITS when absent. */
+  readonly requestLimits?: RequestLimits | undefined;
+}
+
+/**
+ * Bounds of one request, checked before any counter is touched: past them the request is refused
+ * (gRPC INVALID_ARGUMENT). The defaults are above anything Envoy sends with its default header size
+ * limit (60 KiB), so only direct callers meet them.
+ */
+export interface RequestLimits {
+  /** Most descriptors in one request (MAX_DESCRIPTORS). */
+  readonly maxDescriptors: number;
+  /** Most entries in one descriptor (MAX_DESCRIPTOR_ENTRIES). */
+  readonly maxEntries: number;
+  /** Longest domain, entry key or entry value, in characters (MAX_DESCRIPTOR_VALUE_LENGTH). */
+  readonly maxValueLength: number;
+  /** Largest request or per-descriptor hits_addend (MAX_HITS_ADDEND). */
+  readonly maxHitsAddend: number;
+}
+
+/** Default RequestLimits (the flags' defaults). */
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = Object.freeze({
+  maxDescriptors: 256,
+  maxEntries: 64,
+  maxValueLength: 65_536,
+  maxHitsAddend: 4_294_967_295,
+});
+
+/** Throws ERR_INVALID_REQUEST when the request exceeds a bound (nothing echoed back but sizes). */
+export function checkRequestLimits(req: CoreRequest, limits: RequestLimits): void {
+  const refuse = (what: string): never => {
+    throw new ServiceError('ERR_INVALID_REQUEST', what);
+  };
+  if (req.domain.length > limits.maxValueLength)
+    refuse(`domain longer than ${limits.maxValueLength} characters`);
+  if (req.descriptors.length > limits.maxDescriptors)
+    refuse(`${req.descriptors.length} descriptors, more than ${limits.maxDescriptors}`);
+  if (!(req.hitsAddend <= limits.maxHitsAddend)) refuse(`hits_addend above ${limits.maxHitsAddend}`);
+  for (const d of req.descriptors) {
+    if (d.entries.length > limits.maxEntries)
+      refuse(`descriptor with ${d.entries.length} entries, more than ${limits.maxEntries}`);
+    if (d.hitsAddend !== undefined && !(d.hitsAddend <= limits.maxHitsAddend))
+      refuse(`descriptor hits_addend above ${limits.maxHitsAddend}`);
+    for (const e of d.entries)
+      if (e.key.length > limits.maxValueLength || e.value.length > limits.maxValueLength)
+        refuse(`descriptor entry longer than ${limits.maxValueLength} characters`);
+  }
 }
 
 /** One counter operation for the store: add `addend` to `key` and return the count after. */
@@ -168,6 +215,7 @@ export function plan(
   if (req.domain === '') throw new ServiceError('ERR_EMPTY_DOMAIN', 'rate limit domain must not be empty');
   if (req.descriptors.length === 0)
     throw new ServiceError('ERR_EMPTY_DESCRIPTORS', 'rate limit descriptor list must not be empty');
+  checkRequestLimits(req, settings.requestLimits ?? DEFAULT_REQUEST_LIMITS);
   if (!rules) throw new ServiceError('ERR_NO_CONFIG', 'no rate limit configuration loaded');
   let domainNotFound = false;
   const matches: Array<Match | undefined> = req.descriptors.map((d) => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { LimitStats } from './limiter.ts';
 
@@ -30,6 +31,19 @@ const newCounts = (labels: { domain: string; key: string }): RuleCounts => ({
   shadow_mode: 0,
   over_limit_with_local_cache: 0,
 });
+
+/** Longest metric label value kept as is (domains, rule keys). */
+export const MAX_LABEL_LENGTH = 128;
+
+/**
+ * A label value of at most MAX_LABEL_LENGTH characters: longer values (a domain or a key carrying
+ * request values) keep their first 64 characters and a hash of the whole, so they stay distinct
+ * while /metrics stays small.
+ */
+export function boundLabel(value: string): string {
+  if (value.length <= MAX_LABEL_LENGTH) return value;
+  return `${value.slice(0, 64)}~${createHash('sha256').update(value).digest('hex').slice(0, 16)}`;
+}
 
 /** Distinct unknown domains that get their own `domain_not_found` label. */
 const MAX_MISSING_DOMAIN_LABELS = 50;
@@ -146,7 +160,7 @@ export class Metrics {
     else (this.#redisError ??= this.redisLatency.labels({ result: 'error' })).observe(seconds);
   }
 
-  /** Bounded label: the first `maxKeys` keys are kept, others are `_overflow`. */
+  /** Bounded label: the first `maxKeys` keys are kept, others are `_overflow`; values are bounded in length. */
   #label(domain: string, key: string): { domain: string; key: string } {
     const rule = key.startsWith(domain + '.') ? key.slice(domain.length + 1) : key;
     const id = `${domain}\u0000${rule}`;
@@ -166,6 +180,12 @@ export class Metrics {
 
   /** Pending sums of one rule, created once. */
   #rule(domain: string, key: string): RuleCounts {
+    if (domain.length > MAX_LABEL_LENGTH || key.length > MAX_LABEL_LENGTH) {
+      // long values are remembered (and labelled) by their bounded form only
+      const rule = key.startsWith(domain + '.') ? key.slice(domain.length + 1) : key;
+      domain = boundLabel(domain);
+      key = `${domain}.${boundLabel(rule)}`;
+    }
     let byKey = this.#children.get(domain);
     if (!byKey) {
       byKey = new Map();
@@ -219,14 +239,24 @@ export class Metrics {
   /**
    * Counts a request for an unknown domain. Unknown domains come from Envoy configuration (or a
    * client of the JSON endpoint), so they get their own small label budget: they can never push
-   * the configured rules' labels into `_overflow`.
+   * the configured rules' labels into `_overflow`. Returns the label and whether it is new (the
+   * caller warns once per domain).
    */
-  domainMissing(domain: string): void {
-    let label = domain;
-    if (!this.#missingDomains.has(domain)) {
-      if (this.#missingDomains.size < MAX_MISSING_DOMAIN_LABELS) this.#missingDomains.add(domain);
-      else label = '_overflow';
+  domainMissing(domain: string): { readonly label: string; readonly first: boolean } {
+    let label = boundLabel(domain);
+    let first = false;
+    if (!this.#missingDomains.has(label)) {
+      if (this.#missingDomains.size < MAX_MISSING_DOMAIN_LABELS) {
+        this.#missingDomains.add(label);
+        first = true;
+      } else label = '_overflow';
     }
     this.domainNotFound.inc({ domain: label });
+    return { label, first };
+  }
+
+  /** Unknown domains seen so far (bounded labels, at most MAX_MISSING_DOMAIN_LABELS), for /diag. */
+  missingDomains(): readonly string[] {
+    return [...this.#missingDomains];
   }
 }

@@ -61,6 +61,12 @@ export function coreSettings(c: RatelimitConfig): CoreSettings {
     },
     dynamicMetadata: c.responseDynamicMetadata,
     expirationJitterMaxSeconds: c.expirationJitterMaxSeconds,
+    requestLimits: {
+      maxDescriptors: c.maxDescriptors,
+      maxEntries: c.maxDescriptorEntries,
+      maxValueLength: c.maxDescriptorValueLength,
+      maxHitsAddend: c.maxHitsAddend,
+    },
   };
 }
 
@@ -84,7 +90,11 @@ function directCodec(def: ServiceDefinition): ServiceDefinition {
 
 /** Translates a service failure to a gRPC status: the one place errors meet the wire. */
 function grpcError(err: unknown): Partial<GrpcError> {
-  if (err instanceof ServiceError) return { code: GrpcStatus.UNKNOWN, details: err.message };
+  if (err instanceof ServiceError)
+    return {
+      code: err.code === 'ERR_INVALID_REQUEST' ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.UNKNOWN,
+      details: err.message,
+    };
   if (err instanceof StoreError)
     return {
       code: GrpcStatus.UNAVAILABLE,
@@ -196,8 +206,13 @@ export async function start(
     port: config.grpcPort,
     health: rt.health,
     healthNames: ['ratelimit', 'envoy.service.ratelimit.v3.RateLimitService'],
-    // channelz bookkeeping costs CPU on every call and nothing here reads it
-    channelOptions: { 'grpc.enable_channelz': 0 },
+    channelOptions: {
+      // channelz bookkeeping costs CPU on every call and nothing here reads it
+      'grpc.enable_channelz': 0,
+      // grpc-js's defaults are 2^32-1 streams per connection and 4 MiB messages
+      'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
+      'grpc.max_receive_message_length': config.grpcMaxReceiveMessageBytes,
+    },
     services: [
       {
         definition: directCodec(

@@ -44,7 +44,16 @@ export class RateLimitService {
       if (err instanceof ServiceError) d.metrics.callErrors.inc({ kind: 'service_error' });
       throw err;
     }
-    if (p.domainNotFound) d.metrics.domainMissing(req.domain);
+    if (p.domainNotFound) {
+      const missing = d.metrics.domainMissing(req.domain);
+      // once per domain (bounded): an Envoy or Emissary domain that matches no configuration file
+      // lets every request through, so it must be visible
+      if (missing.first)
+        d.logger.warn(
+          { domain: missing.label, domains: [...(d.rules()?.domains.keys() ?? [])].slice(0, 20) },
+          'request for a domain absent from the rate limit configuration: nothing is limited for it',
+        );
+    }
     const results: CounterResult[] = new Array<CounterResult>(p.ops.length);
     const pending: number[] = [];
     const now = p.nowMs;

@@ -343,3 +343,61 @@ describe('ratelimit/limiter', () => {
     assert.equal(local.stats[0]?.overLimit, 1);
   });
 });
+
+describe('ratelimit/limiter request bounds', () => {
+  const limits = { maxDescriptors: 2, maxEntries: 2, maxValueLength: 8, maxHitsAddend: 100 };
+  const refused = (r: CoreRequest): void =>
+    assert.throws(
+      () => plan(r, rules, settings({ requestLimits: limits }), 0, () => 0),
+      (err: unknown) => err instanceof ServiceError && err.code === 'ERR_INVALID_REQUEST',
+    );
+
+  it('refuses requests past a bound before anything is planned', () => {
+    refused(req('basic', [['key1', 'a']], [['key1', 'b']], [['key1', 'c']]));
+    refused(
+      req('basic', [
+        ['a', '1'],
+        ['b', '2'],
+        ['c', '3'],
+      ]),
+    );
+    refused(req('basic', [['key1', 'x'.repeat(9)]]));
+    refused(req('basic', [['k'.repeat(9), 'x']]));
+    refused(req('d'.repeat(9), [['key1', 'x']]));
+    refused({ ...req('basic', [['key1', 'x']]), hitsAddend: 101 });
+    refused({
+      domain: 'basic',
+      hitsAddend: 0,
+      descriptors: [{ entries: [{ key: 'key1', value: 'x' }], hitsAddend: 2 ** 60 }],
+    });
+  });
+
+  it('accepts requests at the bounds', () => {
+    const p = plan(
+      { ...req('basic', [['key1', 'x'.repeat(8)]], [['key1', 'y']]), hitsAddend: 100 },
+      rules,
+      settings({ requestLimits: limits }),
+      0,
+      () => 0,
+    );
+    assert.equal(p.descriptors.length, 2);
+  });
+
+  it('applies default bounds when none are set', () => {
+    assert.throws(
+      () =>
+        plan(
+          {
+            domain: 'basic',
+            hitsAddend: 0,
+            descriptors: [{ entries: [{ key: 'key1', value: 'x' }], hitsAddend: 2 ** 53 + 2 }],
+          },
+          rules,
+          settings(),
+          0,
+          () => 0,
+        ),
+      (err: unknown) => err instanceof ServiceError && err.code === 'ERR_INVALID_REQUEST',
+    );
+  });
+});
