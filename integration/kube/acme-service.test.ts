@@ -24,7 +24,7 @@ describe('acme service binary in Kubernetes mode (--host-source=kubernetes --sto
     kube.apply(kube.kubectl('kustomize', join(DEPLOY, 'crds')));
     kube.kubectl('wait', '--for=condition=Established', '--timeout=30s', 'crd/hosts.getambassador.io');
     kube.apply(kube.kubectl('kustomize', DEPLOY));
-    const saKubeconfig = kube.kubeconfigForToken(kube.serviceAccountToken('extsvc', 'acme'), 'acme');
+    const saKubeconfig = kube.kubeconfigForToken(kube.serviceAccountToken('extsvc-acme', 'acme'), 'acme');
     const challengePort = await freePort();
     envoy = await stack.envoy({ ACME_CHALLENGE_PORT: challengePort });
     pebble = await stack.pebble({ httpPort: envoy.httpPort, env: { PEBBLE_AUTHZREUSE: '0' } });
@@ -34,7 +34,7 @@ describe('acme service binary in Kubernetes mode (--host-source=kubernetes --sto
         '--host-source=kubernetes',
         '--store=kubernetes',
         `--kubeconfig=${saKubeconfig}`,
-        '--pod-namespace=extsvc',
+        '--pod-namespace=extsvc-acme',
         '--pod-name=acme-0',
         `--default-authority=${pebble.directoryUrl}`,
         `--ca-file=${pebble.caCertPath}`,

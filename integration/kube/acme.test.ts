@@ -53,7 +53,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     const adminPort = await freePort();
     const proc = stack.spawn(identity, process.execPath, [RUNNER], {
       KUBECONFIG: saKubeconfig,
-      POD_NAMESPACE: 'extsvc',
+      POD_NAMESPACE: 'extsvc-acme',
       POD_NAME: identity,
       ACME_CA_FILE: pebble.caCertPath,
       DEFAULT_AUTHORITY: pebble.directoryUrl,
@@ -64,7 +64,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
       RETRY_PERIOD_MS: '250',
       SECRET_CHECK_INTERVAL_MS: '500',
       BACKOFF_INITIAL_MS: '2000',
-      CHALLENGE_MAPPING_SERVICE: 'acme.extsvc:8089',
+      CHALLENGE_MAPPING_SERVICE: 'acme.extsvc-acme:8089',
       ...env,
     });
     const admin = async <T>(path: string): Promise<T> =>
@@ -143,7 +143,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     // The controller runs as the acme ServiceAccount with the base's RBAC only: least privilege is enough.
     const base = kube.kubectl('kustomize', DEPLOY);
     kube.apply(base);
-    saKubeconfig = kube.kubeconfigForToken(kube.serviceAccountToken('extsvc', 'acme'), 'acme');
+    saKubeconfig = kube.kubeconfigForToken(kube.serviceAccountToken('extsvc-acme', 'acme'), 'acme');
 
     const kc = new KubeConfig();
     kc.loadFromFile(kube.kubeconfigPath);
@@ -217,7 +217,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     assert.equal((await leader.admin<{ orders: number }>('/stats')).orders, 1);
 
     // Account key: Edge Stack's layout (Opaque, user.key SEC1 EC PEM) in acme's namespace.
-    const r = await kube.raw('GET', '/api/v1/namespaces/extsvc/secrets');
+    const r = await kube.raw('GET', '/api/v1/namespaces/extsvc-acme/secrets');
     const accounts = (r.body as { items: V1Secret[] }).items.filter((x) => x.data?.['user.key']);
     assert.equal(accounts.length, 1);
     const account = accounts[0];
@@ -238,7 +238,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     // No challenge ConfigMap left behind.
     const cms = await kube.raw(
       'GET',
-      '/api/v1/namespaces/extsvc/configmaps?labelSelector=acme.extsvc.dev/challenge%3Dtrue',
+      '/api/v1/namespaces/extsvc-acme/configmaps?labelSelector=acme.extsvc.dev/challenge%3Dtrue',
     );
     assert.equal((cms.body as { items: unknown[] }).items.length, 0);
   });
@@ -341,7 +341,8 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     this.timeout(60_000);
     const lease = async (): Promise<{ holderIdentity?: string; leaseTransitions?: number }> =>
       (
-        (await kube.raw('GET', '/apis/coordination.k8s.io/v1/namespaces/extsvc/leases/extsvc-acme')).body as {
+        (await kube.raw('GET', '/apis/coordination.k8s.io/v1/namespaces/extsvc-acme/leases/extsvc-acme'))
+          .body as {
           spec: { holderIdentity?: string; leaseTransitions?: number };
         }
       ).spec;

@@ -2,28 +2,21 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, it, before } from 'mocha';
-import { parseAllDocuments } from 'yaml';
 import { Stack, ROOT } from '../harness/stack.ts';
 import { startKube, type KubeHandle } from '../harness/kube.ts';
-
-interface Obj {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; resourceVersion?: string };
-  spec?: Record<string, unknown>;
-  [k: string]: unknown;
-}
+import {
+  assertAcmeRbacByImpersonation,
+  assertAcmeTokenConfined,
+  assertAcmeTokenHostsAndSecrets,
+  assertNoEmissaryCrds,
+  assertWorkloads,
+  docs,
+  layoutOf,
+  type Layout,
+  type Obj,
+} from './deploy-assertions.ts';
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes');
-
-/** The services of the base: container ports by name (probes must hit `admin`). */
-const SERVICES = {
-  authz: { grpc: 9001, http: 9002, admin: 9003 },
-  ratelimit: { grpc: 8081, http: 8080, admin: 6070 },
-  acme: { challenge: 8089, admin: 8090 },
-} as const;
-
-const SA = (name: string): string => `system:serviceaccount:extsvc:${name}`;
 
 describe('deploy/kubernetes applies to a real kube-apiserver', function () {
   const stack = new Stack('kube-apply').install();
@@ -32,24 +25,16 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
   let baseText: string;
 
   const render = (dir: string): string => kube.kubectl('kustomize', dir);
-  const docs = (text: string): Obj[] =>
-    parseAllDocuments(text)
-      .map((d) => d.toJS() as Obj | null)
-      .filter((d): d is Obj => d !== null);
+  let layout: Layout;
   const getJson = <T = Obj>(...args: string[]): T =>
     JSON.parse(kube.kubectl('get', ...args, '-o', 'json')) as T;
-  const canI = (as: string, ...args: string[]): boolean => {
-    const r = kube.kubectlResult(['auth', 'can-i', `--as=${as}`, ...args]);
-    const answer = r.stdout.trim();
-    assert.ok(answer === 'yes' || answer === 'no', `can-i ${args.join(' ')}: ${r.stdout} ${r.stderr}`);
-    return answer === 'yes';
-  };
 
   before(async function () {
     this.timeout(120_000);
     kube = await startKube(stack);
     baseText = render(DEPLOY);
     base = docs(baseText);
+    layout = layoutOf(base);
   });
 
   it('applies the CRDs server-side and they become Established', function () {
@@ -106,7 +91,8 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
     ])
       assert.ok(kinds.includes(k), k);
     // Server-side apply again is a no-op (no conflict, no new resourceVersion).
-    const rv = (): string => getJson('deployment', 'acme', '-n', 'extsvc').metadata.resourceVersion ?? '';
+    const rv = (): string =>
+      getJson('deployment', 'acme', '-n', layout.acmeNs).metadata.resourceVersion ?? '';
     const rv1 = rv();
     kube.apply(baseText, 'extsvc-deploy');
     assert.equal(rv(), rv1);
@@ -134,65 +120,13 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
   });
 
   it('every Deployment: admin-port probes, resources, non-root read-only securityContext, PDB, Service ports', function () {
-    for (const [name, ports] of Object.entries(SERVICES)) {
-      const d = getJson<{
-        spec: {
-          template: {
-            spec: {
-              serviceAccountName: string;
-              securityContext: { runAsNonRoot: boolean; seccompProfile: { type: string } };
-              containers: Array<{
-                ports: Array<{ name: string; containerPort: number }>;
-                readinessProbe: { httpGet: { path: string; port: string } };
-                livenessProbe: { httpGet: { path: string; port: string } };
-                resources: { requests: Record<string, string>; limits: Record<string, string> };
-                securityContext: {
-                  readOnlyRootFilesystem: boolean;
-                  allowPrivilegeEscalation: boolean;
-                  runAsNonRoot: boolean;
-                  capabilities: { drop: string[] };
-                };
-                volumeMounts?: Array<{ name: string; mountPath: string; subPath?: string }>;
-              }>;
-            };
-          };
-        };
-      }>('deployment', name, '-n', 'extsvc');
-      const pod = d.spec.template.spec;
-      assert.equal(pod.serviceAccountName, name);
-      assert.equal(pod.securityContext.runAsNonRoot, true);
-      assert.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
-      const c = pod.containers[0];
-      assert.ok(c);
-      assert.deepEqual(Object.fromEntries(c.ports.map((p) => [p.name, p.containerPort])), ports);
-      assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'admin', scheme: 'HTTP' });
-      assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'admin', scheme: 'HTTP' });
-      assert.ok(
-        c.resources.requests['cpu'] && c.resources.requests['memory'] && c.resources.limits['memory'],
-      );
-      assert.equal(c.securityContext.readOnlyRootFilesystem, true);
-      assert.equal(c.securityContext.allowPrivilegeEscalation, false);
-      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
-      // ConfigMaps mounted as directories: a subPath mount never sees the kubelet's symlink swap.
-      for (const m of c.volumeMounts ?? [])
-        assert.equal(m.subPath, undefined, `${name} ${m.name} uses subPath`);
-
-      const svc = getJson<{ spec: { ports: Array<{ name: string; port: number }> } }>(
-        'service',
-        name,
-        '-n',
-        'extsvc',
-      );
-      assert.deepEqual(Object.fromEntries(svc.spec.ports.map((p) => [p.name, p.port])), ports);
-      const pdb = getJson<{
-        spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } };
-      }>('pdb', name, '-n', 'extsvc');
-      assert.equal(pdb.spec.minAvailable, 1);
-      assert.deepEqual(pdb.spec.selector.matchLabels, { 'app.kubernetes.io/name': name });
-    }
-    const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', 'extsvc');
+    assertWorkloads(kube, layout);
+    const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', layout.ns);
     assert.match(rl.data['emissary.yaml'] ?? '', /^domain: emissary$/m);
-    assert.ok(getJson('configmap', 'authz-policy', '-n', 'extsvc').metadata.name);
+  });
+
+  it('renders no getambassador.io CRD or resource: the base never installs or overwrites Emissary CRDs', function () {
+    assertNoEmissaryCrds(base);
   });
 
   it('applies the Emissary examples; the Host status subresource is separate from spec', async function () {
@@ -263,63 +197,18 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
   });
 
   it('RBAC: acme gets exactly hosts read, hosts/status write, Secrets/Events where it serves, Leases at home', function () {
-    const acme = SA('acme');
-    // Hosts, cluster-wide read, status write only.
-    assert.equal(canI(acme, 'list', 'hosts.getambassador.io', '-A'), true);
-    assert.equal(canI(acme, 'watch', 'hosts.getambassador.io', '-A'), true);
-    assert.equal(
-      canI(acme, 'update', 'hosts.getambassador.io', '--subresource=status', '-n', 'default'),
-      true,
-    );
-    assert.equal(canI(acme, 'patch', 'hosts.getambassador.io', '--subresource=status', '-n', 'team-a'), true);
-    assert.equal(canI(acme, 'update', 'hosts.getambassador.io', '-n', 'default'), false);
-    assert.equal(canI(acme, 'delete', 'hosts.getambassador.io', '-n', 'default'), false);
-    // Secrets: only in served namespaces, never list/watch/delete.
-    assert.equal(canI(acme, 'patch', 'secrets', '-n', 'default'), true);
-    assert.equal(canI(acme, 'create', 'secrets', '-n', 'default'), true);
-    assert.equal(canI(acme, 'get', 'secrets', '-n', 'default'), true);
-    assert.equal(canI(acme, 'list', 'secrets', '-n', 'default'), false);
-    assert.equal(canI(acme, 'delete', 'secrets', '-n', 'default'), false);
-    assert.equal(canI(acme, 'delete', 'secrets', '-A'), false);
-    assert.equal(canI(acme, 'get', 'secrets', '-n', 'kube-system'), false);
-    assert.equal(canI(acme, 'patch', 'secrets', '-n', 'extsvc'), true); // account keys
-    assert.equal(canI(acme, 'list', 'secrets', '-n', 'extsvc'), false);
-    assert.equal(canI(acme, 'create', 'events', '-n', 'default'), true);
-    assert.equal(canI(acme, 'create', 'mappings.getambassador.io', '-n', 'default'), true);
-    assert.equal(canI(acme, 'create', 'mappings.getambassador.io', '-n', 'kube-system'), false);
-    // Leases and challenge ConfigMaps only in its own namespace.
-    assert.equal(canI(acme, 'update', 'leases.coordination.k8s.io', '-n', 'extsvc'), true);
-    assert.equal(canI(acme, 'update', 'leases.coordination.k8s.io', '-n', 'default'), false);
-    assert.equal(canI(acme, 'create', 'configmaps', '-n', 'extsvc'), true);
-    assert.equal(canI(acme, 'create', 'configmaps', '-n', 'default'), false);
-    // authz and ratelimit have no API access at all.
-    for (const sa of ['authz', 'ratelimit']) {
-      assert.equal(canI(SA(sa), 'get', 'secrets', '-n', 'extsvc'), false);
-      assert.equal(canI(SA(sa), 'get', 'configmaps', '-n', 'extsvc'), false);
-      assert.equal(canI(SA(sa), 'list', 'hosts.getambassador.io', '-A'), false);
-    }
+    assert.notEqual(layout.acmeNs, layout.ns, 'acme has its own namespace');
+    assertAcmeRbacByImpersonation(kube, layout);
+  });
+
+  it("acme's own token cannot PATCH authz-policy or ratelimit-config, and can do what acme needs (issue 18 #5)", async function () {
+    await assertAcmeTokenConfined(kube, layout);
   });
 
   it("RBAC holds for the acme ServiceAccount's own token (TokenRequest), not only impersonation", async function () {
-    const token = kube.serviceAccountToken('extsvc', 'acme');
-    const secret = (ns: string): unknown => ({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'probe', namespace: ns },
-      type: 'Opaque',
-      data: {},
-    });
-    let r = await kube.raw('POST', '/api/v1/namespaces/default/secrets', secret('default'), { token });
-    assert.equal(r.status, 201, JSON.stringify(r.body));
-    r = await kube.raw('POST', '/api/v1/namespaces/kube-system/secrets', secret('kube-system'), { token });
-    assert.equal(r.status, 403);
-    r = await kube.raw('DELETE', '/api/v1/namespaces/default/secrets/probe', undefined, { token });
-    assert.equal(r.status, 403);
-    r = await kube.raw('GET', '/api/v1/secrets', undefined, { token });
-    assert.equal(r.status, 403);
-    r = await kube.raw('GET', '/apis/getambassador.io/v3alpha1/hosts', undefined, { token });
-    assert.equal(r.status, 200);
-    r = await kube.raw(
+    await assertAcmeTokenHostsAndSecrets(kube, layout);
+    const token = kube.serviceAccountToken(layout.acmeNs, 'acme');
+    let r = await kube.raw(
       'PATCH',
       '/apis/getambassador.io/v3alpha1/namespaces/default/hosts/www/status',
       { status: { state: 'Pending' } },
