@@ -8,6 +8,7 @@ import {
   assertAcmeRbacByImpersonation,
   assertAcmeTokenConfined,
   assertAcmeTokenHostsAndSecrets,
+  assertNetworkPolicies,
   assertNoEmissaryCrds,
   assertWorkloads,
   docs,
@@ -123,6 +124,10 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
     assertWorkloads(kube, layout);
     const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', layout.ns);
     assert.match(rl.data['emissary.yaml'] ?? '', /^domain: emissary$/m);
+  });
+
+  it('NetworkPolicies: data ports from Emissary only, admin ports from Prometheus only, egress confined (read back from the server)', function () {
+    assertNetworkPolicies(kube, layout, undefined, { redis: false });
   });
 
   it('renders no getambassador.io CRD or resource: the base never installs or overwrites Emissary CRDs', function () {

@@ -335,3 +335,221 @@ export async function assertAcmeTokenHostsAndSecrets(kube: KubeHandle, layout: L
   assert.equal(r.status, 200);
   await kube.raw('DELETE', '/api/v1/namespaces/default/secrets/probe');
 }
+
+/** A label selector as NetworkPolicy uses it. */
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+}
+
+/** One NetworkPolicy peer (`from` / `to` entry). */
+export interface Peer {
+  namespaceSelector?: LabelSelector;
+  podSelector?: LabelSelector;
+  ipBlock?: { cidr: string; except?: string[] };
+}
+
+interface PolicyRule {
+  from?: Peer[];
+  to?: Peer[];
+  ports?: Array<{ protocol?: string; port?: number | string; endPort?: number }>;
+}
+
+interface NetworkPolicy {
+  metadata: { name: string; namespace: string };
+  spec: {
+    podSelector: LabelSelector;
+    policyTypes?: string[];
+    ingress?: PolicyRule[];
+    egress?: PolicyRule[];
+  };
+}
+
+/** Who the NetworkPolicies let in: Emissary's pods for data ports, Prometheus's for admin ports. */
+export interface Peers {
+  readonly emissary: Peer;
+  readonly prometheus: Peer;
+}
+
+/** The defaults: Emissary's Helm chart in namespace emissary, kube-prometheus-stack in monitoring. */
+export const DEFAULT_PEERS: Peers = {
+  emissary: {
+    namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'emissary' } },
+    podSelector: { matchLabels: { 'app.kubernetes.io/name': 'emissary-ingress' } },
+  },
+  prometheus: {
+    namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } },
+    podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+  },
+};
+
+/** Label selector semantics of the API (matchLabels AND matchExpressions). */
+export function selects(sel: LabelSelector | undefined, labels: Record<string, string>): boolean {
+  if (!sel) return true;
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, e.key);
+    const inValues = has && (e.values ?? []).includes(labels[e.key] as string);
+    const ok =
+      e.operator === 'In'
+        ? inValues
+        : e.operator === 'NotIn'
+          ? !inValues
+          : e.operator === 'Exists'
+            ? has
+            : e.operator === 'DoesNotExist'
+              ? !has
+              : false;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const ANYONE = 'anyone';
+
+interface PodView {
+  readonly ns: string;
+  readonly labels: Record<string, string>;
+  readonly ports: Record<string, number>;
+}
+
+function ruleCoversPort(rule: PolicyRule, port: number, pod: PodView, protocol = 'TCP'): boolean {
+  if (!rule.ports || rule.ports.length === 0) return true;
+  return rule.ports.some((p) => {
+    if ((p.protocol ?? 'TCP') !== protocol) return false;
+    if (p.port === undefined) return true;
+    const n = typeof p.port === 'number' ? p.port : pod.ports[p.port];
+    if (n === undefined) return false;
+    return p.endPort === undefined ? n === port : port >= n && port <= p.endPort;
+  });
+}
+
+/**
+ * Evaluates the NetworkPolicies read back from the server for one destination pod and port: the
+ * list of peers allowed in (`anyone` for a rule without `from`), or undefined when no policy
+ * isolates the pod for ingress (then everyone gets in).
+ */
+function ingressPeers(policies: readonly NetworkPolicy[], pod: PodView, port: number): string[] | undefined {
+  const isolating = policies.filter(
+    (p) =>
+      p.metadata.namespace === pod.ns &&
+      selects(p.spec.podSelector, pod.labels) &&
+      (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'),
+  );
+  if (isolating.length === 0) return undefined;
+  const peers = new Set<string>();
+  for (const p of isolating)
+    for (const rule of p.spec.ingress ?? []) {
+      if (!ruleCoversPort(rule, port, pod)) continue;
+      if (!rule.from || rule.from.length === 0) peers.add(ANYONE);
+      for (const peer of rule.from ?? []) peers.add(JSON.stringify(peer));
+    }
+  return [...peers].sort();
+}
+
+/** Whether the egress policies of `pod` allow a connection to `dest` (a pod, or an outside address). */
+function egressAllowed(
+  policies: readonly NetworkPolicy[],
+  pod: PodView,
+  dest: { ns: string; nsLabels: Record<string, string>; labels: Record<string, string> } | 'outside',
+  port: number,
+  protocol = 'TCP',
+): boolean {
+  const isolating = policies.filter(
+    (p) =>
+      p.metadata.namespace === pod.ns &&
+      selects(p.spec.podSelector, pod.labels) &&
+      (p.spec.policyTypes ?? []).includes('Egress'),
+  );
+  if (isolating.length === 0) return true;
+  const destPorts = { ns: pod.ns, labels: {}, ports: {} };
+  return isolating.some((p) =>
+    (p.spec.egress ?? []).some((rule) => {
+      if (!ruleCoversPort(rule, port, destPorts, protocol)) return false;
+      if (!rule.to || rule.to.length === 0) return true;
+      return rule.to.some((peer) => {
+        if (dest === 'outside') return peer.ipBlock !== undefined;
+        if (peer.ipBlock) return false;
+        const nsOk = peer.namespaceSelector
+          ? selects(peer.namespaceSelector, dest.nsLabels)
+          : dest.ns === pod.ns;
+        return nsOk && selects(peer.podSelector, dest.labels);
+      });
+    }),
+  );
+}
+
+/**
+ * The NetworkPolicies that the server holds (read back with kubectl) isolate every pod of the install
+ * and let in exactly: `peers.emissary` on the data ports, `peers.prometheus` on the admin ports,
+ * ratelimit on Redis; ratelimit may leave only for Redis and DNS, acme only for DNS and HTTPS.
+ */
+export function assertNetworkPolicies(
+  kube: KubeHandle,
+  layout: Layout,
+  peers: Peers = DEFAULT_PEERS,
+  opts: { redis?: boolean } = {},
+): void {
+  const policies: NetworkPolicy[] = [];
+  for (const ns of [layout.ns, layout.acmeNs])
+    policies.push(...getJson<{ items: NetworkPolicy[] }>(kube, 'networkpolicies', '-n', ns).items);
+  const nsLabels = (ns: string): Record<string, string> =>
+    getJson<{ metadata: { labels: Record<string, string> } }>(kube, 'namespace', ns).metadata.labels;
+  const podOf = (name: string, ns: string): PodView => {
+    const d = getJson<{
+      spec: {
+        template: {
+          metadata: { labels: Record<string, string> };
+          spec: { containers: Array<{ ports?: Array<{ name: string; containerPort: number }> }> };
+        };
+      };
+    }>(kube, 'deployment', name, '-n', ns);
+    const ports: Record<string, number> = {};
+    for (const c of d.spec.template.spec.containers)
+      for (const p of c.ports ?? []) ports[p.name] = p.containerPort;
+    return { ns, labels: d.spec.template.metadata.labels, ports };
+  };
+  const em = JSON.stringify(peers.emissary);
+  const prom = JSON.stringify(peers.prometheus);
+  const expected: Array<[string, string, Record<string, string[]>]> = [
+    ['authz', layout.ns, { grpc: [em], http: [em], admin: [prom] }],
+    ['ratelimit', layout.ns, { grpc: [em], http: [em], admin: [prom] }],
+    ['acme', layout.acmeNs, { challenge: [em], admin: [prom] }],
+  ];
+  if (opts.redis !== false) expected.push(['redis', layout.ns, {}]);
+  const ratelimit = podOf('ratelimit', layout.ns);
+  for (const [name, ns, byPort] of expected) {
+    const pod = podOf(name, ns);
+    for (const [portName, port] of Object.entries(pod.ports)) {
+      const want =
+        name === 'redis'
+          ? [JSON.stringify({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ratelimit' } } })]
+          : byPort[portName];
+      assert.ok(want, `${name} port ${portName} has an expectation`);
+      assert.deepEqual(
+        ingressPeers(policies, pod, port),
+        [...want].sort(),
+        `${ns}/${name} port ${portName} (${port})`,
+      );
+    }
+    // A port the pod does not declare is closed to everyone, Emissary included.
+    assert.deepEqual(ingressPeers(policies, pod, 12345), [], `${name}: undeclared port`);
+  }
+  // Egress: ratelimit reaches Redis and DNS, nothing outside; acme reaches HTTPS (API server, CA) and DNS.
+  const redis = {
+    ns: layout.ns,
+    nsLabels: nsLabels(layout.ns),
+    labels: { 'app.kubernetes.io/name': 'redis' },
+  };
+  const dns = { ns: 'kube-system', nsLabels: nsLabels('kube-system'), labels: { 'k8s-app': 'kube-dns' } };
+  assert.equal(egressAllowed(policies, ratelimit, redis, 6379), true, 'ratelimit -> redis:6379');
+  assert.equal(egressAllowed(policies, ratelimit, dns, 53, 'UDP'), true, 'ratelimit -> dns');
+  assert.equal(egressAllowed(policies, ratelimit, 'outside', 443), false, 'ratelimit -> outside:443');
+  assert.equal(egressAllowed(policies, ratelimit, redis, 6380), false, 'ratelimit -> redis:6380');
+  const acme = podOf('acme', layout.acmeNs);
+  assert.equal(egressAllowed(policies, acme, 'outside', 443), true, 'acme -> CA / API server :443');
+  assert.equal(egressAllowed(policies, acme, 'outside', 6443), true, 'acme -> API server :6443');
+  assert.equal(egressAllowed(policies, acme, dns, 53, 'UDP'), true, 'acme -> dns');
+  assert.equal(egressAllowed(policies, acme, redis, 6379), false, 'acme -> redis');
+  assert.equal(egressAllowed(policies, acme, 'outside', 80), false, 'acme -> outside:80');
+}
