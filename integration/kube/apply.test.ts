@@ -9,6 +9,7 @@ import {
   assertAcmeTokenConfined,
   assertAcmeTokenHostsAndSecrets,
   assertNetworkPolicies,
+  assertRedis,
   assertNoEmissaryCrds,
   assertWorkloads,
   docs,
@@ -127,7 +128,11 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
   });
 
   it('NetworkPolicies: data ports from Emissary only, admin ports from Prometheus only, egress confined (read back from the server)', function () {
-    assertNetworkPolicies(kube, layout, undefined, { redis: false });
+    assertNetworkPolicies(kube, layout);
+  });
+
+  it('Redis exists where REDIS_URL points: one hardened replica, no persistence (issue 10 #2)', function () {
+    assertRedis(kube, layout);
   });
 
   it('renders no getambassador.io CRD or resource: the base never installs or overwrites Emissary CRDs', function () {

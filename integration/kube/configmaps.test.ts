@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it, before } from 'mocha';
 import { parseAllDocuments } from 'yaml';
 import { Stack, ROOT } from '../harness/stack.ts';
+import { docs, type Obj } from './deploy-assertions.ts';
 
 interface ConfigMap {
   kind: string;
@@ -16,11 +17,13 @@ interface ConfigMap {
 describe('deploy/kubernetes: the shipped ConfigMaps load in the services', function () {
   const stack = new Stack('kube-configmaps').install();
   let maps: Map<string, ConfigMap>;
+  let objects: Obj[];
 
   before(() => {
     const rendered = execFileSync('kubectl', ['kustomize', join(ROOT, 'deploy', 'kubernetes')], {
       encoding: 'utf8',
     });
+    objects = docs(rendered);
     maps = new Map();
     for (const doc of parseAllDocuments(rendered)) {
       const o = doc.toJS() as ConfigMap | null;
@@ -62,5 +65,61 @@ describe('deploy/kubernetes: the shipped ConfigMaps load in the services', funct
     assert.equal(config.status, 200);
     for (const rule of ['health', 'acme-challenges', 'api'])
       assert.match(config.body, new RegExp(`"${rule}"`));
+  });
+
+  it("the shipped Redis: its manifest's arguments start a real redis-server, and ratelimit counts in it through REDIS_URL's scheme", async function () {
+    this.timeout(60_000);
+    interface Pod {
+      spec: {
+        template: {
+          spec: { containers: Array<{ args?: string[]; env?: Array<{ name: string; value?: string }> }> };
+        };
+      };
+    }
+    const dep = (name: string): Pod => {
+      const d = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === name);
+      assert.ok(d, `Deployment ${name}`);
+      return d as unknown as Pod;
+    };
+    const args = dep('redis').spec.template.spec.containers[0]?.args ?? [];
+    assert.ok(args.length > 0, 'redis args');
+    const redis = await stack.redis({ args });
+    const config = (name: string): string | undefined => redis.cli('CONFIG', 'GET', name).split('\n')[1];
+    assert.deepEqual(redis.cli('CONFIG', 'GET', 'maxmemory-policy').trim().split('\n'), [
+      'maxmemory-policy',
+      'volatile-ttl',
+    ]);
+    assert.equal(config('save'), '');
+    assert.equal(config('appendonly'), 'no');
+    assert.equal(config('protected-mode'), 'no');
+    assert.deepEqual(redis.cli('CONFIG', 'GET', 'maxmemory').trim().split('\n'), [
+      'maxmemory',
+      String(200 * 1024 * 1024),
+    ]);
+
+    // ratelimit as its Deployment configures it, with the host part of REDIS_URL pointed at this redis.
+    const env = dep('ratelimit').spec.template.spec.containers[0]?.env ?? [];
+    const url = new URL(env.find((e) => e.name === 'REDIS_URL')?.value ?? '');
+    assert.equal(url.protocol, 'redis:');
+    assert.equal(url.port, '6379');
+    const dir = materialize('ratelimit-config');
+    const rl = await stack.service('ratelimit', {
+      args: [`--config-dir=${dir}`, `--redis-url=redis://127.0.0.1:${redis.port}`],
+    });
+    const text = Object.values(maps.get('ratelimit-config')?.data ?? {}).join('\n');
+    const domain = /^domain: (\S+)$/m.exec(text)?.[1];
+    assert.ok(domain, 'a domain in ratelimit-config');
+    const call = async (): Promise<number> =>
+      (
+        await fetch(`http://127.0.0.1:${rl.ports.http}/json`, {
+          method: 'POST',
+          body: JSON.stringify({
+            domain,
+            descriptors: [{ entries: [{ key: 'remote_address', value: '192.0.2.7' }] }],
+          }),
+        })
+      ).status;
+    assert.equal(await call(), 200);
+    assert.ok(Number(redis.cli('DBSIZE').trim()) >= 1, 'a counter key in the shipped Redis');
   });
 });

@@ -553,3 +553,69 @@ export function assertNetworkPolicies(
   assert.equal(egressAllowed(policies, acme, redis, 6379), false, 'acme -> redis');
   assert.equal(egressAllowed(policies, acme, 'outside', 80), false, 'acme -> outside:80');
 }
+
+/** The bundled Redis: hardened like the services, and where ratelimit's REDIS_URL points. */
+export function assertRedis(kube: KubeHandle, layout: Layout): void {
+  const d = getJson<{
+    spec: {
+      replicas: number;
+      template: {
+        spec: {
+          automountServiceAccountToken: boolean;
+          securityContext: { runAsNonRoot: boolean; runAsUser: number; seccompProfile: { type: string } };
+          containers: Array<{
+            args: string[];
+            resources: { requests: Record<string, string>; limits: Record<string, string> };
+            securityContext: {
+              readOnlyRootFilesystem: boolean;
+              allowPrivilegeEscalation: boolean;
+              capabilities: { drop: string[] };
+            };
+            volumeMounts: Array<{ name: string; mountPath: string }>;
+            readinessProbe: unknown;
+          }>;
+          volumes: Array<{ name: string; emptyDir?: unknown }>;
+        };
+      };
+    };
+  }>(kube, 'deployment', 'redis', '-n', layout.ns);
+  assert.equal(d.spec.replicas, 1);
+  const pod = d.spec.template.spec;
+  assert.equal(pod.automountServiceAccountToken, false);
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.notEqual(pod.securityContext.runAsUser, 0);
+  assert.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
+  const c = pod.containers[0];
+  assert.ok(c);
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+  assert.ok(c.resources.requests['cpu'] && c.resources.requests['memory'] && c.resources.limits['memory']);
+  assert.ok(c.readinessProbe);
+  // Redis's working directory is writable (emptyDir), and nothing is persisted.
+  const data = c.volumeMounts.find((m) => m.mountPath === '/data');
+  assert.ok(data, '/data mounted');
+  assert.ok(pod.volumes.find((v) => v.name === data.name)?.emptyDir !== undefined, '/data is an emptyDir');
+  assert.deepEqual(c.args.slice(c.args.indexOf('--save'), c.args.indexOf('--save') + 2), ['--save', '']);
+
+  const rl = getJson<{
+    spec: { template: { spec: { containers: Array<{ env: Array<{ name: string; value?: string }> }> } } };
+  }>(kube, 'deployment', 'ratelimit', '-n', layout.ns);
+  const url = new URL(
+    rl.spec.template.spec.containers[0]?.env.find((e) => e.name === 'REDIS_URL')?.value ?? '',
+  );
+  const [svcName, svcNs] = url.hostname.split('.');
+  assert.equal(svcNs, layout.ns);
+  const svc = getJson<{ spec: { selector: Record<string, string>; ports: Array<{ port: number }> } }>(
+    kube,
+    'service',
+    svcName ?? '',
+    '-n',
+    layout.ns,
+  );
+  assert.ok(
+    svc.spec.ports.some((p) => p.port === Number(url.port || 6379)),
+    'REDIS_URL port on the Service',
+  );
+  assert.deepEqual(svc.spec.selector, { 'app.kubernetes.io/name': 'redis' });
+}
