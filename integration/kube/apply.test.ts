@@ -123,8 +123,6 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
 
   it('every Deployment: admin-port probes, resources, non-root read-only securityContext, PDB, Service ports', function () {
     assertWorkloads(kube, layout);
-    const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', layout.ns);
-    assert.match(rl.data['emissary.yaml'] ?? '', /^domain: emissary$/m);
   });
 
   it('NetworkPolicies: data ports from Emissary only, admin ports from Prometheus only, egress confined (read back from the server)', function () {
@@ -160,15 +158,18 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
     );
     assert.equal(grpc.spec.proto, 'grpc');
     assert.equal(grpc.spec.protocol_version, 'v3');
-    const rls = getJson<{ spec: { domain: string; failure_mode_deny: boolean; protocol_version: string } }>(
-      'ratelimitservice',
-      'extsvc-ratelimit',
-      '-n',
-      'default',
-    );
-    assert.equal(rls.spec.domain, 'emissary');
+    const rls = getJson<{
+      spec: { domain: string; failure_mode_deny: boolean; protocol_version: string; timeout_ms: number };
+    }>('ratelimitservice', 'extsvc-ratelimit', '-n', 'default');
+    // Emissary's defaults (issue 10 #3): domain "ambassador" everywhere it must agree; the timeout is
+    // set explicitly (Emissary's 20 ms default would turn brief stalls into "allow").
+    assert.equal(rls.spec.domain, 'ambassador');
     assert.equal(rls.spec.protocol_version, 'v3');
     assert.equal(rls.spec.failure_mode_deny, false);
+    assert.ok(rls.spec.timeout_ms >= 20, `timeout_ms ${rls.spec.timeout_ms}`);
+    const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', layout.ns);
+    const domains = Object.values(rl.data).map((text) => /^domain: (\S+)$/m.exec(text)?.[1]);
+    assert.ok(domains.includes(rls.spec.domain), `ratelimit-config domains ${JSON.stringify(domains)}`);
     const challenge = getJson<{
       metadata: { labels: Record<string, string> };
       spec: Record<string, unknown>;
@@ -184,8 +185,15 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
     // The challenge Mapping carries all of the Host's mappingSelector labels (Emissary >= 3.2 needs all).
     for (const [k, v] of Object.entries(host.spec.mappingSelector.matchLabels))
       assert.equal(challenge.metadata.labels[k], v);
-    const api = getJson<{ spec: { labels: { emissary: unknown[] } } }>('mapping', 'www-api', '-n', 'default');
-    assert.equal(api.spec.labels.emissary.length, 2);
+    // The Mapping's labels are keyed by the RateLimitService's domain (Emissary sends only those).
+    const api = getJson<{ spec: { labels: Record<string, unknown[]> } }>(
+      'mapping',
+      'www-api',
+      '-n',
+      'default',
+    );
+    assert.deepEqual(Object.keys(api.spec.labels), [rls.spec.domain]);
+    assert.equal(api.spec.labels[rls.spec.domain]?.length, 2);
 
     // Status goes through /status only; a status written through the main resource is ignored.
     const path = '/apis/getambassador.io/v3alpha1/namespaces/default/hosts/www';
