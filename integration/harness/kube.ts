@@ -299,3 +299,29 @@ export async function startKube(stack: Stack, opts: KubeOptions = {}): Promise<K
     },
   };
 }
+
+/**
+ * Emissary's own getambassador.io CRDs (v3alpha1 only, structural schemas, as Emissary 4.x installs
+ * them): integration/kube/fixtures/emissary-crds.yaml, written from Emissary's published crds.yaml.
+ */
+export const EMISSARY_CRDS = join(ROOT, 'integration', 'kube', 'fixtures', 'emissary-crds.yaml');
+
+/** The CRD names in EMISSARY_CRDS. */
+export const EMISSARY_CRD_NAMES = [
+  'authservices.getambassador.io',
+  'hosts.getambassador.io',
+  'mappings.getambassador.io',
+  'ratelimitservices.getambassador.io',
+  'tlscontexts.getambassador.io',
+] as const;
+
+/** Applies Emissary's CRDs (EMISSARY_CRDS) server-side and waits until every one is Established. */
+export function applyEmissaryCrds(kube: KubeHandle): void {
+  kube.apply(readFileSync(EMISSARY_CRDS, 'utf8'), 'emissary-crds');
+  kube.kubectl(
+    'wait',
+    '--for=condition=Established',
+    '--timeout=30s',
+    ...EMISSARY_CRD_NAMES.map((n) => `crd/${n}`),
+  );
+}

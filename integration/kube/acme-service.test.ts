@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, it, before } from 'mocha';
 import { Stack, ROOT, type EnvoyHandle, type PebbleHandle, type ServiceHandle } from '../harness/stack.ts';
 import { freePort, waitUntil } from '../harness/proc.ts';
-import { startKube, type KubeHandle } from '../harness/kube.ts';
+import { applyEmissaryCrds, startKube, type KubeHandle } from '../harness/kube.ts';
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes');
 const HOSTS = '/apis/getambassador.io/v3alpha1/namespaces/default/hosts';
@@ -21,7 +21,7 @@ describe('acme service binary in Kubernetes mode (--host-source=kubernetes --sto
   before(async function () {
     this.timeout(150_000);
     kube = await startKube(stack);
-    kube.apply(kube.kubectl('kustomize', join(DEPLOY, 'crds')));
+    applyEmissaryCrds(kube);
     kube.kubectl('wait', '--for=condition=Established', '--timeout=30s', 'crd/hosts.getambassador.io');
     kube.apply(kube.kubectl('kustomize', DEPLOY));
     const saKubeconfig = kube.kubeconfigForToken(kube.serviceAccountToken('extsvc-acme', 'acme'), 'acme');

@@ -5,7 +5,7 @@ import { describe, it, before, after } from 'mocha';
 import { KubeConfig, Watch, type V1Secret } from '@kubernetes/client-node';
 import { Stack, ROOT, type EnvoyHandle, type PebbleHandle } from '../harness/stack.ts';
 import { freePort, waitUntil, type ManagedProcess } from '../harness/proc.ts';
-import { startKube, type KubeHandle } from '../harness/kube.ts';
+import { applyEmissaryCrds, startKube, type KubeHandle } from '../harness/kube.ts';
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes');
 const RUNNER = join(ROOT, 'integration', 'kube', 'acme-runner.ts');
@@ -132,7 +132,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
   before(async function () {
     this.timeout(150_000);
     kube = await startKube(stack);
-    kube.apply(kube.kubectl('kustomize', join(DEPLOY, 'crds')));
+    applyEmissaryCrds(kube);
     kube.kubectl(
       'wait',
       '--for=condition=Established',
