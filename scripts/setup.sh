@@ -41,6 +41,16 @@ if [ -z "${ENVOY_BIN:-}" ] && ! { [ -x "$EXTSVC_VENV/bin/envoy" ] && "$EXTSVC_VE
 fi
 log "envoy: $(${ENVOY_BIN:-envoy} --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"
 
+# promtool (alert rule checks and unit tests) from Debian's prometheus package, extracted into .tools only:
+# installing the package would also install and start a Prometheus server.
+if [ ! -x .tools/promtool/promtool ]; then
+  log "extracting promtool from Debian's prometheus package into .tools/promtool"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null && dpkg-deb -x prometheus_*.deb x)
+  mkdir -p .tools/promtool && cp "$tmp/x/usr/bin/promtool" .tools/promtool/promtool
+  rm -rf "$tmp"
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
   npm ci --silent --no-audit --no-fund >/dev/null
