@@ -68,6 +68,7 @@ async function issueRun(n: number, concurrency: number): Promise<string> {
         `--hosts-file=${hostsFile}`,
         `--cert-dir=${stack.mkdir('certs')}`,
         `--ca-file=${pebble.caCertPath}`,
+        `--allowed-authorities=${pebble.directoryUrl}`,
         `--max-concurrent-orders=${concurrency}`,
         '--poll-interval=100ms',
         '--backoff-initial=1s',
@@ -130,6 +131,7 @@ async function storedRun(n: number): Promise<string[]> {
       namespace: 'default',
       authority: 'none',
       ambassadorIds: ['default'],
+      allowedAuthorities: [authority],
     });
     if (parsed.kind !== 'ok') throw new Error('hosts');
     const noCa: CaClient = {
@@ -175,7 +177,13 @@ async function storedRun(n: number): Promise<string[]> {
     // The real process: start-up to readiness and RSS with 1,000 stored certificates.
     const t0 = performance.now();
     const acme = await stack.service('acme', {
-      args: [`--hosts-file=${hostsFile}`, `--cert-dir=${certDir}`, '--log-level=warn', '--no-ari'],
+      args: [
+        `--hosts-file=${hostsFile}`,
+        `--cert-dir=${certDir}`,
+        `--allowed-authorities=${authority}`,
+        '--log-level=warn',
+        '--no-ari',
+      ],
     });
     const startMs = performance.now() - t0;
     await allReady(acme, n);

@@ -52,6 +52,7 @@ describe('acme faults: rate limits, restarts, CA and challenge outages', functio
         `--hosts-file=${hostsFile}`,
         `--cert-dir=${certDir}`,
         `--ca-file=${pebble.caCertPath}`,
+        `--allowed-authorities=${authority}`,
         '--backoff-initial=1s',
         '--backoff-max=3s',
         '--hosts-poll-interval=200ms',

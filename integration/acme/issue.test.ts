@@ -38,6 +38,7 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
         `--hosts-file=${hostsFile}`,
         `--cert-dir=${certDir}`,
         `--ca-file=${pebble.caCertPath}`,
+        `--allowed-authorities=${authority}`,
         '--backoff-initial=1s',
         '--backoff-max=4s',
         '--renew-jitter=0',

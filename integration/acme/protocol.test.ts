@@ -9,8 +9,15 @@ import { FaultProxy, hostStatuses, writeHosts } from './helpers.ts';
 const EAB_KID = 'kid-1';
 const EAB_KEY = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W';
 
-const baseArgs = (stack: Stack, pebble: PebbleHandle, hostsFile: string, name: string): string[] => [
+const baseArgs = (
+  stack: Stack,
+  pebble: PebbleHandle,
+  hostsFile: string,
+  name: string,
+  authority = pebble.directoryUrl,
+): string[] => [
   `--hosts-file=${hostsFile}`,
+  `--allowed-authorities=${authority}`,
   `--cert-dir=${stack.mkdir(`certs-${name}`)}`,
   `--ca-file=${pebble.caCertPath}`,
   '--backoff-initial=1s',
@@ -127,7 +134,7 @@ describe('acme protocol: ARI renewal window (RFC 9773) from the directory', func
     writeHosts(hostsFile, [{ name: 'ari', hostname: 'ari.proto.test', secret: 'ari-tls', authority }]);
     acme = await stack.service('acme', {
       ports: { challenge },
-      args: baseArgs(stack, pebble, hostsFile, 'ari'),
+      args: baseArgs(stack, pebble, hostsFile, 'ari', authority),
     });
   });
   after(() => proxy.close());

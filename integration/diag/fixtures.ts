@@ -282,6 +282,7 @@ export async function startAcme(stack: Stack): Promise<AcmeFixture> {
     args: [
       `--hosts-file=${hostsFile}`,
       `--cert-dir=${certDir}`,
+      `--allowed-authorities=${authority}`,
       '--ari=false',
       '--acme-retries=0',
       '--acme-timeout=2s',

@@ -45,6 +45,10 @@ const controller = await startKubeController(
     },
     optIn: { ambassadorIds: (process.env['KUBE_AMBASSADOR_ID'] ?? '').split(',').filter((s) => s !== '') },
     defaultAuthority: env('DEFAULT_AUTHORITY'),
+    allowedAuthorities: [
+      env('DEFAULT_AUTHORITY'),
+      ...(process.env['ALLOWED_AUTHORITIES'] ?? '').split(',').filter((s) => s !== ''),
+    ],
     secretCheckIntervalMs: num('SECRET_CHECK_INTERVAL_MS', 30_000),
     ...(process.env['CHALLENGE_MAPPING_SERVICE']
       ? { challengeMappingService: process.env['CHALLENGE_MAPPING_SERVICE'] }

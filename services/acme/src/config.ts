@@ -4,7 +4,7 @@ import { parseOptions, type ParseResult } from '@extsvc/common/config';
 import { ConfigError } from '@extsvc/common/errors';
 import { COMMON_OPTIONS } from '@extsvc/common/runtime';
 import { KEY_TYPES } from './certs.ts';
-import { LETS_ENCRYPT_PRODUCTION } from './host.ts';
+import { DEFAULT_ALLOWED_AUTHORITIES, LETS_ENCRYPT_PRODUCTION, normalizeAuthority } from './host.ts';
 
 /** Flags and environment variables of acme (see README.md). */
 export const ACME_OPTIONS = {
@@ -64,6 +64,12 @@ export const ACME_OPTIONS = {
     env: 'DEFAULT_AUTHORITY',
     default: LETS_ENCRYPT_PRODUCTION,
     doc: 'ACME directory of Hosts without acmeProvider.authority; "none" manages only explicit ones.',
+  },
+  'allowed-authorities': {
+    kind: 'list',
+    env: 'ALLOWED_AUTHORITIES',
+    default: [...DEFAULT_ALLOWED_AUTHORITIES],
+    doc: "ACME directory URLs a Host may name (comma-separated; default Let's Encrypt production and staging; --default-authority is always allowed). Others are an Error on the Host and never contacted.",
   },
   'default-namespace': {
     kind: 'string',
@@ -264,6 +270,13 @@ export const ACME_OPTIONS = {
 /** Parsed acme configuration. */
 export type AcmeConfig = Extract<ParseResult<typeof ACME_OPTIONS>, { kind: 'options' }>['options'];
 
+/** The authorities Hosts may name: the allowlist plus the operator's default authority. */
+export function allowedAuthorities(o: Pick<AcmeConfig, 'allowedAuthorities' | 'defaultAuthority'>): string[] {
+  const out = [...o.allowedAuthorities];
+  if (o.defaultAuthority.toLowerCase() !== 'none') out.push(o.defaultAuthority);
+  return out;
+}
+
 /** Parses acme options from argv and env; throws ConfigError with every problem. */
 export function loadConfig(
   argv: readonly string[],
@@ -308,6 +321,11 @@ export function loadConfig(
     problems.push({ field: '--store', message: "'kubernetes' needs --host-source=kubernetes" });
   if (o.hostSource === 'kubernetes' && o.hostsFile !== undefined)
     problems.push({ field: '--hosts-file', message: 'not used with --host-source=kubernetes' });
+  for (const a of o.allowedAuthorities) {
+    const n = normalizeAuthority(a);
+    if (n === undefined || !n.startsWith('https://'))
+      problems.push({ field: '--allowed-authorities', message: `'${a}' is not an https:// URL` });
+  }
   if (o.leaseDuration <= o.renewDeadline)
     problems.push({ field: '--lease-duration', message: 'must be longer than --renew-deadline' });
   if (problems.length > 0) throw new ConfigError(problems);

@@ -5,6 +5,12 @@ import type { ConfigProblem } from '@extsvc/common/errors';
 /** Let's Encrypt production directory: the authority of a Host that names none (as Edge Stack). */
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
+/** Let's Encrypt staging directory. */
+export const LETS_ENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+
+/** ACME directories a Host may name when the operator sets no allowlist. */
+export const DEFAULT_ALLOWED_AUTHORITIES: readonly string[] = [LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING];
+
 /** API versions read as Emissary Host resources. */
 export const HOST_API_VERSIONS = ['getambassador.io/v3alpha1', 'getambassador.io/v2'] as const;
 
@@ -66,6 +72,11 @@ export interface HostDefaults {
   readonly authority: string;
   /** Accepted ambassador_id values; a Host without ambassador_id has ['default']. '*' accepts all. */
   readonly ambassadorIds: readonly string[];
+  /**
+   * ACME directory URLs a Host may name (compared after URL normalization). Any other authority
+   * is an Error on the Host and is never contacted: the URL comes from whoever may write Hosts.
+   */
+  readonly allowedAuthorities: readonly string[];
 }
 
 /** Result of reading a Hosts file: the Hosts, or file-level problems (YAML syntax) that block the file. */
@@ -92,7 +103,16 @@ export function hostnameProblem(hostname: string): string | undefined {
   return undefined;
 }
 
-function authorityProblem(authority: string): string | undefined {
+/** The normalized form of an authority URL (scheme and host lower-cased), or undefined when not a URL. */
+export function normalizeAuthority(authority: string): string | undefined {
+  try {
+    return new URL(authority).href;
+  } catch {
+    return undefined;
+  }
+}
+
+function authorityProblem(authority: string, allowed: readonly string[]): string | undefined {
   let url: URL;
   try {
     url = new URL(authority);
@@ -101,6 +121,8 @@ function authorityProblem(authority: string): string | undefined {
   }
   if (url.protocol !== 'https:')
     return `spec.acmeProvider.authority "${authority}" must be an https:// ACME directory URL`;
+  if (!allowed.some((a) => normalizeAuthority(a) === url.href))
+    return `spec.acmeProvider.authority "${authority}" is not in the operator's allowed authorities (--allowed-authorities); it is not contacted`;
   return undefined;
 }
 
@@ -155,7 +177,7 @@ export function parseHost(
   if (ts !== undefined) {
     if (!isRecord(ts) || typeof ts['name'] !== 'string' || ts['name'] === '')
       return invalid('spec.tlsSecret.name must be a non-empty string');
-    const tsNs = ts['namespace'] === undefined ? namespace : ts['namespace'];
+    const tsNs = ts['namespace'] === undefined || ts['namespace'] === '' ? namespace : ts['namespace'];
     if (typeof tsNs !== 'string' || !DNS_LABEL.test(tsNs))
       return invalid('spec.tlsSecret.namespace must be a DNS label');
     if (!DNS_SUBDOMAIN.test(ts['name']))
@@ -176,7 +198,13 @@ export function parseHost(
   }
   const hostProblem = hostnameProblem(hostname);
   if (hostProblem !== undefined) return invalid(hostProblem);
-  const authProblem = authorityProblem(authority);
+  // Edge Stack's rule: an ACME Host writes only to a Secret of its own namespace. Anything else
+  // lets whoever may create a Host in one namespace rewrite another namespace's certificate.
+  if (tlsSecret && tlsSecret.namespace !== namespace)
+    return invalid(
+      `spec.tlsSecret.namespace "${tlsSecret.namespace}" must be the Host's own namespace "${namespace}" (or be left out)`,
+    );
+  const authProblem = authorityProblem(authority, defaults.allowedAuthorities);
   if (authProblem !== undefined) return invalid(authProblem);
   if (!tlsSecret)
     return invalid('spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to');
@@ -269,7 +297,7 @@ export function nameEncode(s: string): string {
   return out;
 }
 
-/** Hosts that share one certificate: the same tlsSecret (namespace and name). */
+/** Hosts that share one certificate: the same tlsSecret in their (common) namespace. */
 export interface CertGroup {
   /** `namespace/name` of the tlsSecret. */
   readonly key: string;
@@ -278,50 +306,88 @@ export interface CertGroup {
   readonly names: readonly string[];
   /** Keys of the Hosts in the group. */
   readonly hostKeys: readonly string[];
-  /** The provider used for the group (the most common one among its Hosts). */
+  /** The provider every Host of the group names. */
   readonly provider: AcmeProvider;
-  /** Hosts whose provider differs from the chosen one (a warning in their status). */
-  readonly disagreeing: readonly string[];
 }
 
 const providerId = (p: AcmeProvider): string =>
   JSON.stringify([
-    p.authority,
+    normalizeAuthority(p.authority) ?? p.authority,
     p.email ?? '',
     p.privateKeySecret?.namespace ?? '',
     p.privateKeySecret?.name ?? '',
   ]);
 
-/** Groups ACME Hosts by tlsSecret; one certificate per group with all names (as Edge Stack). */
-export function groupHosts(hosts: readonly ParsedHost[]): CertGroup[] {
+// Hosts of different namespaces never share a certificate, whatever their tlsSecret says.
+const groupKey = (h: ValidHost): string => `${h.namespace}/${(h.tlsSecret as SecretRef).name}`;
+
+/**
+ * Hosts sharing a tlsSecret must name the same acmeProvider (authority, email, privateKeySecret).
+ * When they do not, every one of them becomes invalid, naming the others: no vote, so one Host
+ * can never choose the CA or the account of another Host's certificate.
+ */
+export function rejectProviderConflicts(hosts: readonly ParsedHost[]): ParsedHost[] {
   const byKey = new Map<string, ValidHost[]>();
   for (const h of hosts) {
     if (h.kind !== 'acme' || !h.tlsSecret) continue;
-    const k = `${h.tlsSecret.namespace}/${h.tlsSecret.name}`;
-    const list = byKey.get(k) ?? [];
+    const list = byKey.get(groupKey(h)) ?? [];
     list.push(h);
-    byKey.set(k, list);
+    byKey.set(groupKey(h), list);
+  }
+  const reasons = new Map<string, string>();
+  for (const [key, members] of byKey) {
+    const ids = new Set(members.map((h) => providerId(h.acme as AcmeProvider)));
+    if (ids.size < 2) continue;
+    const fields = (['authority', 'email', 'privateKeySecret'] as const).filter(
+      (f) => new Set(members.map((h) => JSON.stringify(h.acme?.[f] ?? null))).size > 1,
+    );
+    for (const h of members) {
+      const others = members.filter((o) => o.key !== h.key).map((o) => o.key);
+      reasons.set(
+        h.key,
+        `spec.acmeProvider (${fields.join(', ')}) differs between the Hosts sharing tlsSecret ${key} (${others.join(', ')}); make them identical`,
+      );
+    }
+  }
+  if (reasons.size === 0) return [...hosts];
+  return hosts.map((h): ParsedHost => {
+    const reason = reasons.get(h.key);
+    if (reason === undefined) return h;
+    return {
+      kind: 'invalid',
+      key: h.key,
+      namespace: h.namespace,
+      name: h.name,
+      ...(h.hostname !== undefined && h.hostname !== '' ? { hostname: h.hostname } : {}),
+      reason,
+      origin: h.origin,
+    };
+  });
+}
+
+/**
+ * Groups ACME Hosts by (namespace, tlsSecret); one certificate per group with all names (as Edge
+ * Stack). Groups whose Hosts disagree on the provider are left out (see rejectProviderConflicts).
+ */
+export function groupHosts(hosts: readonly ParsedHost[]): CertGroup[] {
+  const byKey = new Map<string, ValidHost[]>();
+  for (const h of hosts) {
+    if (h.kind !== 'acme' || !h.tlsSecret || h.tlsSecret.namespace !== h.namespace) continue;
+    const list = byKey.get(groupKey(h)) ?? [];
+    list.push(h);
+    byKey.set(groupKey(h), list);
   }
   const groups: CertGroup[] = [];
   for (const [key, members] of [...byKey.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    const counts = new Map<string, { n: number; p: AcmeProvider }>();
-    for (const h of members) {
-      const p = h.acme as AcmeProvider;
-      const id = providerId(p);
-      const c = counts.get(id);
-      counts.set(id, { n: (c?.n ?? 0) + 1, p });
-    }
-    const [winnerId, winner] = [...counts.entries()].sort(
-      ([ia, a], [ib, b]) => b.n - a.n || ia.localeCompare(ib),
-    )[0] as [string, { n: number; p: AcmeProvider }];
     const first = members[0] as ValidHost;
+    const provider = first.acme as AcmeProvider;
+    if (members.some((h) => providerId(h.acme as AcmeProvider) !== providerId(provider))) continue;
     groups.push({
       key,
       secret: first.tlsSecret as SecretRef,
       names: [...new Set(members.map((h) => h.hostname))].sort(),
       hostKeys: members.map((h) => h.key).sort(),
-      provider: winner.p,
-      disagreeing: members.filter((h) => providerId(h.acme as AcmeProvider) !== winnerId).map((h) => h.key),
+      provider,
     });
   }
   return groups;

@@ -12,7 +12,14 @@ import {
   readCertificate,
 } from './certs.ts';
 import { AcmeError, type AcmeErrorCode } from './errors.ts';
-import { type AcmeProvider, type CertGroup, type ParsedHost, groupHosts, nameEncode } from './host.ts';
+import {
+  type AcmeProvider,
+  type CertGroup,
+  type ParsedHost,
+  groupHosts,
+  nameEncode,
+  rejectProviderConflicts,
+} from './host.ts';
 import {
   type BackoffPolicy,
   type RenewalPolicy,
@@ -52,7 +59,7 @@ export interface HostStatus {
   readonly names?: readonly string[];
   /** True while the stored certificate is the temporary self-signed one. */
   readonly temporaryCertificate?: boolean;
-  /** Providers disagreed among Hosts sharing the tlsSecret. */
+  /** Something the operator should know that does not block issuance. */
   readonly warning?: string;
 }
 
@@ -177,7 +184,8 @@ export class Issuer {
    * Replaces the set of Hosts. New certificate groups load their stored certificate (writing the
    * temporary one when absent) before being scheduled; removed groups are forgotten (files kept).
    */
-  async setHosts(hosts: readonly ParsedHost[]): Promise<void> {
+  async setHosts(given: readonly ParsedHost[]): Promise<void> {
+    const hosts = rejectProviderConflicts(given);
     this.#hosts = hosts;
     const groups = groupHosts(hosts);
     const wanted = new Set(groups.map((g) => g.key));
@@ -581,7 +589,6 @@ export class Issuer {
           const rt = byHost.get(h.key);
           if (!rt) break;
           const next = this.#dueAt(rt);
-          const disagree = rt.group.disagreeing.includes(h.key);
           out.push({
             ...base,
             state: rt.state,
@@ -599,9 +606,6 @@ export class Issuer {
             ...(next !== undefined ? { nextRenewal: iso(next) } : {}),
             names: rt.group.names,
             temporaryCertificate: rt.cert?.temporary ?? false,
-            ...(disagree
-              ? { warning: `acmeProvider differs from the other Hosts of ${rt.group.key}; theirs is used` }
-              : {}),
           });
           break;
         }

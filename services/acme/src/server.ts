@@ -11,7 +11,7 @@ import type { Runtime } from '@extsvc/common/runtime';
 import { createAcmeCa } from './acme-ca.ts';
 import type { CaClient } from './ca.ts';
 import type { KeyType } from './certs.ts';
-import { ACME_OPTIONS, type AcmeConfig } from './config.ts';
+import { ACME_OPTIONS, type AcmeConfig, allowedAuthorities } from './config.ts';
 import { DirectoryCertificateStore, FileAccountStore } from './file-store.ts';
 import type { HostDefaults, ParsedHost } from './host.ts';
 import { FileHostSource, type HostSource } from './host-source.ts';
@@ -52,6 +52,7 @@ export async function start(
     namespace: config.defaultNamespace,
     authority: config.defaultAuthority,
     ambassadorIds: config.ambassadorId,
+    allowedAuthorities: allowedAuthorities(config),
   };
   const kubeMode = config.hostSource === 'kubernetes';
   const source = overrides.hosts ?? new FileHostSource(config.hostsFile, defaults, config.hostsPollInterval);
@@ -169,6 +170,7 @@ export async function start(
           },
           optIn: { ambassadorIds: config.kubeAmbassadorId },
           defaultAuthority: config.defaultAuthority,
+          allowedAuthorities: allowedAuthorities(config),
           secretCheckIntervalMs: config.secretCheckInterval,
           ...(config.challengeMappingService !== undefined
             ? { challengeMappingService: config.challengeMappingService }

@@ -27,7 +27,7 @@ spec:
       doc('c', 'c.example.com', 'dev@example.com'),
     ].join('\n---\n'),
     'hosts.yaml',
-    { namespace: 'default', authority: CA, ambassadorIds: ['default'] },
+    { namespace: 'default', authority: CA, ambassadorIds: ['default'], allowedAuthorities: [CA] },
   );
   assert.equal(r.kind, 'ok');
   return r.kind === 'ok' ? r.hosts : [];

@@ -8,7 +8,12 @@ import type { ParsedHost } from '../src/host.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'acme-hosts-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const defaults = { namespace: 'default', authority: 'https://ca.example/dir', ambassadorIds: ['default'] };
+const defaults = {
+  namespace: 'default',
+  authority: 'https://ca.example/dir',
+  ambassadorIds: ['default'],
+  allowedAuthorities: ['https://ca.example/dir'],
+};
 const host = (name: string): string =>
   `apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: ${name}}\nspec: {hostname: ${name}.example.com, tlsSecret: {name: ${name}}}\n`;
 

@@ -6,6 +6,8 @@ import {
   type ParsedHost,
   groupHosts,
   hostnameProblem,
+  parseHost,
+  rejectProviderConflicts,
   nameEncode,
   parseHostsText,
 } from '../src/host.ts';
@@ -14,6 +16,7 @@ const defaults: HostDefaults = {
   namespace: 'default',
   authority: 'https://acme.example/default-dir',
   ambassadorIds: ['default'],
+  allowedAuthorities: ['https://acme.example/default-dir', 'https://ca.example/dir'],
 };
 const fixture = readFileSync(new URL('./fixtures/hosts-mixed.yaml', import.meta.url), 'utf8');
 
@@ -93,15 +96,124 @@ describe('acme host parsing', () => {
     );
   });
 
-  it('picks the provider most Hosts of a group use and flags the others', () => {
-    const doc = (name: string, email: string): string =>
-      `apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: ${name}}\nspec:\n  hostname: ${name}.example.com\n  acmeProvider: {authority: 'https://ca.example/dir', email: ${email}}\n  tlsSecret: {name: s}\n`;
-    const hosts = parse(
-      [doc('x', 'one@example.com'), doc('y', 'two@example.com'), doc('z', 'two@example.com')].join('---\n'),
+  it('never votes: Hosts sharing a tlsSecret with different providers are all an Error, naming the field', () => {
+    const doc = (name: string, email: string, authority = 'https://ca.example/dir'): string =>
+      `apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: ${name}}\nspec:\n  hostname: ${name}.example.com\n  acmeProvider: {authority: '${authority}', email: ${email}}\n  tlsSecret: {name: s}\n`;
+    // Two Hosts outvoting a third used to pick the CA (and account) of the third's certificate.
+    const hosts = rejectProviderConflicts(
+      parse(
+        [
+          doc('x', 'one@example.com'),
+          doc('y', 'two@example.com'),
+          doc('z', 'two@example.com', 'https://acme.example/default-dir'),
+        ].join('---\n'),
+      ),
     );
-    const [g] = groupHosts(hosts);
-    assert.equal(g?.provider.email, 'two@example.com');
-    assert.deepEqual(g?.disagreeing, ['default/x']);
+    assert.deepEqual(
+      hosts.map((h) => h.kind),
+      ['invalid', 'invalid', 'invalid'],
+    );
+    const x = hosts[0];
+    assert.equal(
+      x?.kind === 'invalid' && x.reason,
+      'spec.acmeProvider (authority, email) differs between the Hosts sharing tlsSecret default/s (default/y, default/z); make them identical',
+    );
+    assert.deepEqual(groupHosts(hosts), []);
+    // Even unfiltered, a disagreeing group is never issued for.
+    assert.deepEqual(
+      groupHosts(parse([doc('x', 'one@example.com'), doc('y', 'two@example.com')].join('---\n'))),
+      [],
+    );
+    // Agreeing Hosts are untouched.
+    const same = rejectProviderConflicts(
+      parse([doc('x', 'one@example.com'), doc('y', 'one@example.com')].join('---\n')),
+    );
+    assert.deepEqual(
+      same.map((h) => h.kind),
+      ['acme', 'acme'],
+    );
+  });
+
+  it('a tlsSecret in another namespace is an Error naming the field (a tenant cannot write there)', () => {
+    const hosts = parse(
+      'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: shop, namespace: default}\nspec: {hostname: shop.example.com, tlsSecret: {name: shop-tls}}\n---\n' +
+        'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: evil, namespace: tenant}\nspec: {hostname: evil.example.com, tlsSecret: {namespace: default, name: shop-tls}}\n---\n' +
+        'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: own, namespace: tenant}\nspec: {hostname: own.example.com, tlsSecret: {namespace: tenant, name: shop-tls}}\n',
+    );
+    const evil = byKey(hosts, 'tenant/evil');
+    assert.equal(
+      evil.kind === 'invalid' && evil.reason,
+      'spec.tlsSecret.namespace "default" must be the Host\'s own namespace "tenant" (or be left out)',
+    );
+    // Same Secret name in two namespaces: two certificates, never one.
+    assert.deepEqual(
+      groupHosts(hosts).map((g) => [g.key, g.names]),
+      [
+        ['default/shop-tls', ['shop.example.com']],
+        ['tenant/shop-tls', ['own.example.com']],
+      ],
+    );
+  });
+
+  it('an authority outside the allowlist is an Error (never contacted); the allowlist compares normalized URLs', () => {
+    const doc = (authority: string): Record<string, unknown> => ({
+      apiVersion: 'getambassador.io/v3alpha1',
+      kind: 'Host',
+      metadata: { name: 'h', namespace: 'web' },
+      spec: { hostname: 'h.example.com', acmeProvider: { authority }, tlsSecret: { name: 'h-tls' } },
+    });
+    const origin = { file: 'hosts.yaml', index: 0 };
+    const out = parseHost(doc('https://169.254.169.254/latest/meta-data'), origin, defaults);
+    assert.equal(
+      out.kind === 'invalid' && out.reason,
+      'spec.acmeProvider.authority "https://169.254.169.254/latest/meta-data" is not in the operator\'s allowed authorities (--allowed-authorities); it is not contacted',
+    );
+    assert.equal(parseHost(doc('https://CA.example/dir'), origin, defaults).kind, 'acme');
+    assert.equal(
+      parseHost(doc('https://ca.example/dir'), origin, { ...defaults, allowedAuthorities: [] }).kind,
+      'invalid',
+    );
+  });
+
+  const origin = { file: 'hosts.yaml', index: 0 };
+  const mhost = (
+    meta: Record<string, unknown>,
+    provider: Record<string, unknown>,
+  ): Record<string, unknown> => ({
+    apiVersion: 'getambassador.io/v3alpha1',
+    kind: 'Host',
+    metadata: { name: 'h', ...meta },
+    spec: {
+      hostname: 'h.example.com',
+      acmeProvider: { authority: 'https://ca.example/dir', ...provider },
+      tlsSecret: { name: 'h-tls' },
+    },
+  });
+
+  it('rejects names under .localhost (RFC 6761: never publicly resolvable)', () => {
+    assert.match(hostnameProblem('app.localhost') ?? '', /does not qualify for a public certificate/);
+    assert.match(hostnameProblem('a.b.localhost') ?? '', /does not qualify for a public certificate/);
+    assert.equal(hostnameProblem('localhost.example.com'), undefined);
+  });
+
+  it('rejects an acmeProvider.email that is not an e-mail address', () => {
+    for (const email of ['not-an-address', 'two words@example.com', 7]) {
+      const h = parseHost(mhost({}, { email }), origin, defaults);
+      assert.equal(
+        h.kind === 'invalid' && h.reason,
+        'spec.acmeProvider.email must be an e-mail address',
+        String(email),
+      );
+    }
+    assert.equal(parseHost(mhost({}, { email: 'ops@example.com' }), origin, defaults).kind, 'acme');
+  });
+
+  it('rejects a metadata.namespace that is not a DNS label', () => {
+    for (const namespace of ['Bad_NS', 'a.b', '-x', 'x'.repeat(64)]) {
+      const h = parseHost(mhost({ namespace }, {}), origin, defaults);
+      assert.equal(h.kind === 'invalid' && h.reason, 'metadata.namespace must be a DNS label', namespace);
+    }
+    assert.equal(parseHost(mhost({ namespace: 'team-1' }, {}), origin, defaults).kind, 'acme');
   });
 
   it('rejects a duplicate Host name but keeps the first', () => {
@@ -142,7 +254,11 @@ describe('acme host parsing', () => {
 
   it('parses the shipped example Hosts file into one certificate with two names', () => {
     const text = readFileSync(new URL('../examples/hosts.yaml', import.meta.url), 'utf8');
-    const groups = groupHosts(parse(text));
+    const r = parseHostsText(text, 'hosts.yaml', {
+      ...defaults,
+      allowedAuthorities: ['https://pebble:14000/dir'],
+    });
+    const groups = groupHosts(r.kind === 'ok' ? r.hosts : []);
     assert.deepEqual(
       groups.map((g) => [g.key, g.names]),
       [['default/example-tls', ['example.test', 'www.example.test']]],

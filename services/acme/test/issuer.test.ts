@@ -38,6 +38,7 @@ function hostsYaml(specs: { name: string; hostname: string; secret: string }[]):
     namespace: 'default',
     authority: 'none',
     ambassadorIds: ['default'],
+    allowedAuthorities: ['https://ca.example/dir'],
   });
   assert.equal(r.kind, 'ok');
   return r.kind === 'ok' ? [...r.hosts] : [];
@@ -369,7 +370,12 @@ describe('acme issuer', () => {
       'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: w}\nspec: {hostname: "*.example.com", acmeProvider: {authority: "https://ca.example/dir"}, tlsSecret: {name: w}}\n---\n' +
         'apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: n}\nspec: {hostname: n.example.com}\n',
       'hosts.yaml',
-      { namespace: 'default', authority: 'none', ambassadorIds: ['default'] },
+      {
+        namespace: 'default',
+        authority: 'none',
+        ambassadorIds: ['default'],
+        allowedAuthorities: ['https://ca.example/dir'],
+      },
     );
     assert.equal(r.kind, 'ok');
     await issuer.setHosts(r.kind === 'ok' ? r.hosts : []);

@@ -53,6 +53,7 @@ describe('acme server', () => {
         '--admin-host=127.0.0.1',
         '--admin-port=0',
         '--drain-ms=0',
+        '--allowed-authorities=https://ca.example/dir',
       ],
       {},
     );

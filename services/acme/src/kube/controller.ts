@@ -38,6 +38,8 @@ export interface KubeControllerOptions {
   readonly optIn: OptIn;
   /** Authority of managed Hosts without acmeProvider.authority. */
   readonly defaultAuthority: string;
+  /** ACME directories managed Hosts may name (others: Error, never contacted). */
+  readonly allowedAuthorities: readonly string[];
   /** How often the leader checks that its Secrets still hold what it wrote (deleted: reissue), ms. */
   readonly secretCheckIntervalMs: number;
   /** When set, the leader applies a challenge Mapping per Host routing to this service (`name.ns:port`). */
@@ -90,6 +92,7 @@ export async function startKubeController(
     namespace: 'default',
     authority: opts.defaultAuthority,
     ambassadorIds: ['*'],
+    allowedAuthorities: opts.allowedAuthorities,
   };
   const challenges = new ConfigMapChallengeStore(apis, opts.ownNamespace);
   let closed = false;

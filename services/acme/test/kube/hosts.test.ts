@@ -37,7 +37,12 @@ describe('kube/hosts', function () {
   });
 
   it('parseHostObject uses the issuer core validation (namespace from metadata, tlsSecret default namespace)', function () {
-    const defaults = { namespace: 'default', authority: 'https://ca.example/dir', ambassadorIds: ['*'] };
+    const defaults = {
+      namespace: 'default',
+      authority: 'https://ca.example/dir',
+      ambassadorIds: ['*'],
+      allowedAuthorities: ['https://ca.example/dir'],
+    };
     const ok = parseHostObject(
       host({ hostname: 'www.example.com', tlsSecret: { name: 'www-tls' } }),
       defaults,
