@@ -40,6 +40,12 @@ export interface RatelimitDiagSource {
   readonly redis?: RedisView | undefined;
   /** Epoch ms clock (defaults to Date.now). */
   readonly now?: () => number;
+  /** REDIS_FAIL_OPEN: what a request gets while the store is down. */
+  readonly failOpen?: boolean;
+  /** Epoch ms of the store's last readiness change (start time when it never changed). */
+  readonly storeChangedAt?: () => number;
+  /** Domains asked for that no configuration defines, with request counts (bounded). */
+  readonly unknownDomains?: () => ReadonlyArray<readonly [string, number]>;
 }
 
 /** Admin path of the descriptor lookup form. */
@@ -146,6 +152,19 @@ export function ratelimitDiagSections(src: RatelimitDiagSource): DiagSection[] {
     ['store', src.store.kind],
     ['state', src.store.kind === 'redis' ? (ready ? 'connected' : 'disconnected') : ready ? 'ok' : 'error'],
   ];
+  if (!ready) {
+    const since = src.storeChangedAt?.();
+    store.push(
+      ['readiness (component redis)', 'not ready'],
+      [
+        'impact',
+        src.failOpen
+          ? 'requests are answered OK without any limit (REDIS_FAIL_OPEN=true)'
+          : "requests that need a counter fail UNAVAILABLE; Envoy's failure_mode_deny decides (false, Envoy's and Emissary's default: let through unlimited)",
+      ],
+    );
+    if (since !== undefined) store.push(['down since', new Date(since).toISOString()]);
+  }
   if (src.redis) {
     store.push(
       ['redis type', src.redis.type],
@@ -159,6 +178,13 @@ export function ratelimitDiagSections(src: RatelimitDiagSource): DiagSection[] {
   return [
     { kind: 'kv', title: 'Configuration', entries: config },
     { kind: 'kv', title: 'Counter store', entries: store },
+    {
+      kind: 'table',
+      title: 'Unknown domains',
+      columns: ['domain', 'requests', 'state'],
+      rows: (src.unknownDomains?.() ?? []).map(([d, n]) => [d, n, 'not limited']),
+      empty: `none: every request named a configured domain (${domains.join(', ') || 'none loaded'})`,
+    },
     {
       kind: 'tree',
       title: 'Descriptor trees',

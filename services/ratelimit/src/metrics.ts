@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { LimitStats } from './limiter.ts';
 
 /** Per-rule statistics, as the reference's per-rule stats. */
@@ -59,8 +59,10 @@ export class Metrics {
   readonly redisLatency: Histogram<'result'>;
   readonly requests: Counter<'code'>;
   readonly memoryStoreRefused: Counter;
+  readonly storeReady: Gauge;
   readonly #seen = new Set<string>();
-  readonly #missingDomains = new Set<string>();
+  /** Unknown domains (bounded labels) and their request counts. */
+  readonly #missingDomains = new Map<string, number>();
   readonly #maxKeys: number;
 
   constructor(registry: Registry, maxKeys: number) {
@@ -139,6 +141,11 @@ export class Metrics {
     this.memoryStoreRefused = new Counter({
       name: 'ratelimit_memory_store_full_refused',
       help: 'Memory mode: new counters refused (answered OVER_LIMIT) because MEMORY_STORE_MAX_BYTES was reached.',
+      registers: [registry],
+    });
+    this.storeReady = new Gauge({
+      name: 'ratelimit_store_ready',
+      help: 'Whether the counter store can serve: 1 when Redis is connected (always 1 in memory mode), 0 otherwise.',
       registers: [registry],
     });
     for (const r of ['success', 'error']) this.configLoad.inc({ result: r }, 0);
@@ -246,17 +253,16 @@ export class Metrics {
     let label = boundLabel(domain);
     let first = false;
     if (!this.#missingDomains.has(label)) {
-      if (this.#missingDomains.size < MAX_MISSING_DOMAIN_LABELS) {
-        this.#missingDomains.add(label);
-        first = true;
-      } else label = '_overflow';
+      if (this.#missingDomains.size < MAX_MISSING_DOMAIN_LABELS) first = true;
+      else label = '_overflow';
     }
+    this.#missingDomains.set(label, (this.#missingDomains.get(label) ?? 0) + 1);
     this.domainNotFound.inc({ domain: label });
     return { label, first };
   }
 
-  /** Unknown domains seen so far (bounded labels, at most MAX_MISSING_DOMAIN_LABELS), for /diag. */
-  missingDomains(): readonly string[] {
+  /** Unknown domains seen so far with their request counts (bounded labels, `_overflow` last), for /diag. */
+  missingDomains(): ReadonlyArray<readonly [string, number]> {
     return [...this.#missingDomains];
   }
 }

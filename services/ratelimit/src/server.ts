@@ -154,6 +154,8 @@ export async function start(
   holder.watch(config.configPollInterval);
 
   let store: CounterStore;
+  let storeChangedAt = now();
+  let closed = false;
   if (config.redisUrl) {
     rt.health.set('redis', false, 'connecting');
     const redis = new RedisStore(
@@ -169,7 +171,20 @@ export async function start(
       },
       { logger: log, observe: (s, ok) => metrics.redisObserved(s, ok) },
     );
-    redis.onReadyChange((ready) => rt.health.set('redis', ready, ready ? undefined : 'redis not connected'));
+    metrics.storeReady.set(0);
+    redis.onReadyChange((ready) => {
+      rt.health.set('redis', ready, ready ? undefined : 'redis not connected');
+      metrics.storeReady.set(ready ? 1 : 0);
+      storeChangedAt = now();
+      // loud: while Redis is away every request that needs a counter fails (or passes with fail-open)
+      if (!ready && !closed)
+        log.error(
+          { failOpen: config.redisFailOpen },
+          config.redisFailOpen
+            ? 'redis unreachable: requests are answered OK without limits (REDIS_FAIL_OPEN) until it returns'
+            : 'redis unreachable: requests that need a counter fail UNAVAILABLE until it returns (Envoy failure_mode_deny decides)',
+        );
+    });
     store = redis;
   } else {
     let warned = false;
@@ -186,6 +201,7 @@ export async function start(
         );
       },
     });
+    metrics.storeReady.set(1);
     log.warn('REDIS_URL unset: counting in memory (exact for one replica only)');
   }
 
@@ -324,6 +340,9 @@ export async function start(
           settings: coreSettings(config),
           store,
           now,
+          failOpen: config.redisFailOpen,
+          storeChangedAt: () => storeChangedAt,
+          unknownDomains: () => metrics.missingDomains(),
           redis: config.redisUrl
             ? {
                 type: config.redisType.toLowerCase(),
@@ -358,6 +377,7 @@ export async function start(
     service,
     close: () =>
       (closing ??= (async () => {
+        closed = true;
         rt.health.drain();
         await delay(config.drainMs);
         await closeAll([
