@@ -110,9 +110,10 @@ const challengeServer = createServer((req, res) => {
   if (!m) return void res.writeHead(404).end('not found\n');
   challengeRequests += 1;
   const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
+  if (host === '') return void res.writeHead(400).end('Host header required\n');
   controller.challenges.get(m[1] as string, Date.now()).then(
     (c) => {
-      if (!c || (host !== '' && host !== c.name)) return void res.writeHead(404).end('not found\n');
+      if (!c || host !== c.name) return void res.writeHead(404).end('not found\n');
       res
         .writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' })
         .end(c.keyAuthorization);

@@ -244,6 +244,13 @@ export async function start(
       challengeRequests.inc({ result: 'not_found' });
       return reply.code(404).type('text/plain').send('not found\n');
     };
+    // The token is answered only for the name being validated: a request without a Host (HTTP/1.0,
+    // or an empty header) names none, so it never gets one (cert-manager's solver does the same).
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
+    if (host === '') {
+      challengeRequests.inc({ result: 'bad_request' });
+      return reply.code(400).type('text/plain').send('Host header required\n');
+    }
     if (!/^[A-Za-z0-9_-]{22,256}$/.test(token)) return notFound();
     if (kube && (recentMisses.get(token) ?? 0) > now) return notFound();
     let c: Awaited<ReturnType<ChallengeStore['get']>>;
@@ -258,9 +265,8 @@ export async function start(
       if (recentMisses.size >= MAX_MISSES) recentMisses.clear();
       recentMisses.set(token, now + MISS_TTL_MS);
     }
-    const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
     // Only the name being validated gets the token (as cert-manager's solver), and only while pending.
-    if (!c || (host !== '' && host !== c.name)) return notFound();
+    if (!c || host !== c.name) return notFound();
     challengeRequests.inc({ result: 'served' });
     return reply
       .code(200)

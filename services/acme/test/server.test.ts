@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -93,6 +94,32 @@ describe('acme server', () => {
     );
   });
 
+  it('never answers a token to a request without a Host or with an empty one (400)', async () => {
+    const token = ca.presented[0] as string;
+    assert.ok(token, 'an order is pending');
+    // Raw bytes: HTTP clients always send a Host. HTTP/1.0 may omit it; HTTP/1.1 may send it empty.
+    const raw = (head: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = connect(svc.challengePort, '127.0.0.1', () => s.end(head));
+        let out = '';
+        s.on('data', (c: Buffer) => (out += c.toString()));
+        s.on('end', () => resolve(out));
+        s.on('error', reject);
+      });
+    const path = `/.well-known/acme-challenge/${token}`;
+    for (const head of [
+      `GET ${path} HTTP/1.0\r\n\r\n`,
+      `GET ${path} HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n`,
+      `GET ${path} HTTP/1.1\r\nHost: :80\r\nConnection: close\r\n\r\n`,
+    ]) {
+      const res = await raw(head);
+      assert.match(res, /^HTTP\/1\.[01] 400 /, JSON.stringify(head));
+      assert.ok(!res.includes(`${token}.thumb`), 'no key authorization');
+    }
+    // The pending token is still served to its own name.
+    assert.equal((await get(svc.challengePort, path, 'a.example.com')).status, 200);
+  });
+
   it('shows Pending on /hosts while ordering, then Ready; the token is gone afterwards', async () => {
     const pending = (await (await fetch(`http://127.0.0.1:${svc.adminPort}/hosts`)).json()) as {
       hosts: { state: string; phasePending: string }[];
@@ -111,7 +138,7 @@ describe('acme server', () => {
       404,
     );
     const metrics = await (await fetch(`http://127.0.0.1:${svc.adminPort}/metrics`)).text();
-    assert.match(metrics, /acme_challenge_requests_total\{[^}]*result="served"[^}]*\} 1/);
+    assert.match(metrics, /acme_challenge_requests_total\{[^}]*result="served"[^}]*\} 2/);
     assert.match(metrics, /acme_orders_total\{[^}]*result="issued"[^}]*\} 1/);
   });
 });
