@@ -58,10 +58,10 @@ describe('authz faults: issuer outages', function () {
     });
   });
 
-  it('is an error at cold start with the issuer down (Envoy status_on_error), and recovers when it is back', async function () {
+  it('is an error at cold start with the issuer down only for a provider opted into it (keysUnavailable: error), and recovers', async function () {
     this.timeout(30_000);
     issuer.mode.down = 'status';
-    const policy = writePolicy(stack.mkdir('cold'), issuer.issuer);
+    const policy = writePolicy(stack.mkdir('cold'), issuer.issuer, '', 'keysUnavailable: error');
     await stack.service('authz', {
       args: ['--policy-file', policy, '--http-path-prefix', '/extauth'],
       env: { LOG_LEVEL: 'warn' },

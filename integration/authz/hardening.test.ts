@@ -4,6 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { generateKeyPair, SignJWT } from 'jose';
+import { freePort } from '../harness/proc.ts';
 import { ROOT, Stack, type EnvoyHandle, type ServiceHandle } from '../harness/stack.ts';
 
 interface Echo {
@@ -185,6 +187,101 @@ for (const mode of ['grpc', 'http'] as const)
       );
     });
   });
+
+const HMAC = 'an-hmac-secret-that-is-32-bytes-long!';
+
+for (const mode of ['grpc', 'http'] as const)
+  describe(`authz hardening: credentials, fail-open and reserved prefixes, ${mode} mode (issue 18 item 9)`, function () {
+    const stack = new Stack(`authz-hardening-cred-${mode}`).install();
+    let envoy: EnvoyHandle;
+    const sources =
+      mode === 'grpc' ? '[ { cookie: session }, { query: access_token } ]' : '[ { cookie: session } ]';
+
+    before(async function () {
+      this.timeout(60_000);
+      const policy = join(stack.dir, 'cred.yaml');
+      writeFileSync(
+        policy,
+        `realm: hardening
+providers:
+  legacy: { issuer: legacy, hmacSecret: { value: ${HMAC} }, tokenSources: ${sources} }
+  down:
+    issuer: https://down.example
+    jwksUri: http://127.0.0.1:${await freePort()}/jwks
+    keyCache: { allowHttp: true, timeout: 300ms, failedRetry: 100ms }
+reservedHeaderPrefixes: [x-auth-]
+identity: { removeCredentials: true, headers: { x-user-id: '{{ sub }}' } }
+rules:
+  - { name: down, match: { pathPrefix: /down }, jwt: { providers: [down] } }
+  - { name: legacy, match: { pathPrefix: /legacy }, jwt: { providers: [legacy] } }
+  - { name: public, match: { pathPrefix: /public }, public: true }
+`,
+      );
+      const authz = await stack.service('authz', {
+        // A query-string token can only be removed over gRPC: HTTP mode refuses that policy.
+        args: [
+          '--policy-file',
+          policy,
+          '--http-path-prefix',
+          '/extauth',
+          `--http-enabled=${mode === 'http'}`,
+        ],
+        env: { LOG_LEVEL: 'warn' },
+      });
+      envoy = await stack.envoy({
+        AUTHZ_GRPC: mode === 'grpc',
+        AUTHZ_FAILURE_MODE_ALLOW: true,
+        AUTHZ_GRPC_PORT: authz.ports.grpc ?? 0,
+        AUTHZ_HTTP_PORT: authz.ports.http ?? 0,
+        AUTHZ_PATH_PREFIX: '/extauth',
+        UPSTREAM_PORT: (await stack.echo()).port,
+      });
+    });
+
+    it('failure_mode_allow: a forged token naming an issuer whose keys never loaded is denied, not let through', async () => {
+      const { privateKey } = await generateKeyPair('ES256');
+      const forged = await new SignJWT({ iss: 'https://down.example', sub: 'root' })
+        .setProtectedHeader({ alg: 'ES256', kid: 'x' })
+        .setExpirationTime('5m')
+        .sign(privateKey);
+      const r = await rawGet(envoy.httpPort, '/down/x', { authorization: `Bearer ${forged}` });
+      assert.equal(r.status, 401, r.body);
+      assert.equal((JSON.parse(r.body) as { code: string }).code, 'keys_unavailable');
+    });
+
+    it('removeCredentials: a cookie token never reaches the upstream (other cookies stay in gRPC mode)', async () => {
+      const tok = await hmacToken();
+      const r = await rawGet(envoy.httpPort, '/legacy/x', { cookie: `a=1; session=${tok}; b=2` });
+      assert.equal(r.status, 200, r.body);
+      const echo = JSON.parse(r.body) as Echo;
+      assert.equal(echo.headers['x-user-id'], 'bob');
+      // HTTP mode: Envoy does not copy `cookie` from the answer, so the whole header goes (README).
+      assert.equal(echo.headers['cookie'], mode === 'grpc' ? 'a=1; b=2' : undefined);
+    });
+
+    if (mode === 'grpc')
+      it('removeCredentials: a query-string token never reaches the upstream', async () => {
+        const tok = await hmacToken();
+        const r = await rawGet(envoy.httpPort, `/legacy/x?keep=1&access_token=${tok}`);
+        assert.equal(r.status, 200, r.body);
+        assert.equal((JSON.parse(r.body) as Echo).path, '/legacy/x?keep=1');
+      });
+
+    it('reservedHeaderPrefixes: client-sent x-auth-* headers are stripped', async () => {
+      const r = await rawGet(envoy.httpPort, '/public/x', { 'x-auth-role': 'admin', 'x-auth-user': 'root' });
+      assert.equal(r.status, 200, r.body);
+      const echo = JSON.parse(r.body) as Echo;
+      assert.equal(echo.headers['x-auth-role'], undefined);
+      assert.equal(echo.headers['x-auth-user'], undefined);
+    });
+  });
+
+function hmacToken(): Promise<string> {
+  return new SignJWT({ iss: 'legacy', sub: 'bob' })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime('5m')
+    .sign(new TextEncoder().encode(HMAC));
+}
 
 async function stopEnvoy(e: EnvoyHandle): Promise<void> {
   await e.stop();

@@ -1,8 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Writes the integration policy for an issuer URL into `dir`; returns its path. */
-export function writePolicy(dir: string, issuer: string, extra = ''): string {
+/** Writes the integration policy for an issuer URL into `dir` (`mainProvider`: extra fields of provider main); returns its path. */
+export function writePolicy(dir: string, issuer: string, extra = '', mainProvider = ''): string {
   const file = join(dir, 'policy.yaml');
   writeFileSync(
     file,
@@ -12,6 +12,7 @@ providers:
     issuer: ${issuer}
     audiences: [api]
     keyCache: { cooldown: 2s, failedRetry: 300ms, timeout: 1s, minAge: 1s, maxAge: 2s }
+    ${mainProvider}
   huge:
     issuer: https://huge.example
     jwksUri: ${issuer}/huge

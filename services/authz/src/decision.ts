@@ -23,6 +23,8 @@ export interface Allow {
   readonly rule: string;
   readonly headers: ReadonlyArray<readonly [string, string]>;
   readonly removeHeaders: readonly string[];
+  /** Query parameters to remove from the upstream :path (a token read from the query string). */
+  readonly removeQuery: readonly string[];
   readonly metadata: Readonly<Record<string, string>>;
 }
 
@@ -52,8 +54,8 @@ export type DecisionDeps = VerifierDeps;
 interface Principal {
   readonly method: 'jwt' | 'api_key';
   readonly claims: Readonly<Record<string, unknown>>;
-  /** Header that carried the credential (removed upstream when removeCredentials). */
-  readonly credentialHeader: string | undefined;
+  /** Where the credential came from (removed upstream when removeCredentials). */
+  readonly credential: TokenSource;
 }
 
 type Outcome =
@@ -72,7 +74,7 @@ export function extractToken(
   req: AuthRequest,
   sources: readonly TokenSource[],
   query: string,
-): { token: string; header: string | undefined } | undefined {
+): { token: string; source: TokenSource } | undefined {
   for (const s of sources) {
     switch (s.kind) {
       case 'header': {
@@ -80,10 +82,10 @@ export function extractToken(
         if (v === undefined) break;
         const t = v.trim();
         if (s.prefix === '') {
-          if (t !== '') return { token: t, header: s.name };
+          if (t !== '') return { token: t, source: s };
         } else if (t.length > s.prefix.length && t.slice(0, s.prefix.length).toLowerCase() === s.prefix) {
           const tok = t.slice(s.prefix.length).trim();
-          if (tok !== '') return { token: tok, header: s.name };
+          if (tok !== '') return { token: tok, source: s };
         }
         break;
       }
@@ -94,7 +96,7 @@ export function extractToken(
           const k = eq === -1 ? pair : pair.slice(0, eq);
           if (safeDecode(k) === s.name && eq !== -1) {
             const v = safeDecode(pair.slice(eq + 1));
-            if (v) return { token: v, header: undefined };
+            if (v) return { token: v, source: s };
           }
         }
         break;
@@ -109,7 +111,7 @@ export function extractToken(
               .slice(eq + 1)
               .trim()
               .replace(/^"(.*)"$/, '$1');
-            if (v) return { token: v, header: undefined };
+            if (v) return { token: v, source: s };
           }
         }
         break;
@@ -117,6 +119,20 @@ export function extractToken(
     }
   }
   return undefined;
+}
+
+/**
+ * The Cookie header without the cookies named `name` (undefined when none is left). Envoy joins
+ * several Cookie headers with `; `; a part that also holds the cookie after a comma is dropped whole.
+ */
+export function cookieWithout(header: string, name: string): string | undefined {
+  const kept = header
+    .split(/;\s*/)
+    .filter((part) => part.trim() !== '')
+    .filter(
+      (part) => !part.split(/,\s*/).some((p) => p.slice(0, Math.max(p.indexOf('='), 0)).trim() === name),
+    );
+  return kept.length === 0 ? undefined : kept.join('; ');
 }
 
 function safeDecode(s: string): string {
@@ -193,7 +209,7 @@ async function evalJwt(
   return {
     kind: 'allow',
     reason: 'jwt',
-    principals: [{ method: 'jwt', claims, credentialHeader: found.header }],
+    principals: [{ method: 'jwt', claims, credential: found.source }],
   };
 }
 
@@ -221,7 +237,9 @@ function evalApiKey(req: AuthRequest, r: Extract<Requirement, { kind: 'apiKey' }
       return {
         kind: 'allow',
         reason: 'api_key',
-        principals: [{ method: 'api_key', claims, credentialHeader: set.header }],
+        principals: [
+          { method: 'api_key', claims, credential: { kind: 'header', name: set.header, prefix: set.prefix } },
+        ],
       };
     }
   }
@@ -346,6 +364,7 @@ function findRule(rules: readonly Rule[], method: string, host: string, path: st
 
 function allowOf(
   policy: Policy,
+  req: AuthRequest,
   rule: Rule,
   policyName: string,
   o: Extract<Outcome, { kind: 'allow' }>,
@@ -363,9 +382,26 @@ function allowOf(
       set.set(rule.identity.payloadHeader, Buffer.from(JSON.stringify(jwt.claims)).toString('base64url'));
   }
   const remove = new Set(policy.reservedHeaders.filter((h) => !set.has(h)));
+  // A reserved family (`x-auth-`): every client-sent member not set by this decision goes.
+  if (policy.reservedHeaderPrefixes.length > 0)
+    for (const h of Object.keys(req.headers))
+      if (!set.has(h) && policy.reservedHeaderPrefixes.some((p) => h.startsWith(p))) remove.add(h);
+  const removeQuery = new Set<string>();
   if (rule.identity.removeCredentials)
-    for (const p of o.principals)
-      if (p.credentialHeader && !set.has(p.credentialHeader)) remove.add(p.credentialHeader);
+    for (const p of o.principals) {
+      const c = p.credential;
+      if (c.kind === 'header' && !set.has(c.name)) remove.add(c.name);
+      else if (c.kind === 'query') removeQuery.add(c.name);
+      else if (c.kind === 'cookie') {
+        // The Cookie header is rewritten without the token's cookie, or removed when nothing is left.
+        const current = set.get('cookie') ?? (remove.has('cookie') ? undefined : req.headers['cookie']);
+        const rest = current === undefined ? undefined : cookieWithout(current, c.name);
+        if (rest === undefined) {
+          set.delete('cookie');
+          remove.add('cookie');
+        } else set.set('cookie', rest);
+      }
+    }
   const metadata: Record<string, string> = { policy: policyName, rule: rule.name, auth: o.reason };
   for (const k of ['sub', 'iss', 'api_key'] as const) {
     const v = claims[k];
@@ -377,6 +413,7 @@ function allowOf(
     rule: rule.name,
     headers: [...set],
     removeHeaders: [...remove],
+    removeQuery: [...removeQuery],
     metadata,
   };
 }
@@ -415,14 +452,18 @@ export async function decide(policy: Policy, req: AuthRequest, deps: DecisionDep
     const requested = (req.headers['access-control-request-method'] ?? '').trim().toUpperCase();
     const pre = rule ?? findRule(rules, requested, host, path);
     if (pre?.allowPreflight)
-      return allowOf(policy, pre, policyName, { kind: 'allow', reason: 'cors_preflight', principals: [] });
+      return allowOf(policy, req, pre, policyName, {
+        kind: 'allow',
+        reason: 'cors_preflight',
+        principals: [],
+      });
   }
   rule ??= findRule(rules, method, host, path);
   if (!rule) return denyUnmatched(policy, 'no_matching_rule');
   const o = await evalRequirement(req, rule.requirement, policy, query, deps);
   switch (o.kind) {
     case 'allow':
-      return allowOf(policy, rule, policyName, o);
+      return allowOf(policy, req, rule, policyName, o);
     case 'deny':
       return denyOf(policy, rule.name, o);
     case 'error':

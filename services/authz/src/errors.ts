@@ -20,6 +20,7 @@ export const DenyReasons = {
   unsupported_token: 'The access token uses an unsupported feature',
   invalid_token: 'The access token is invalid',
   keys_expired: 'The issuer keys are too old to be trusted',
+  keys_unavailable: 'The issuer keys are not available to check the access token',
   insufficient_scope: 'The access token lacks a required scope',
   claim_mismatch: 'The credentials lack a required claim value',
   invalid_api_key: 'The API key is invalid',

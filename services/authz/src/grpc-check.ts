@@ -41,6 +41,7 @@ export function decisionToCheckResponse(d: Exclude<Decision, { kind: 'error' }>)
       ok_response: {
         headers: d.headers.map(([k, v]) => overwrite(k, v)),
         headers_to_remove: [...d.removeHeaders],
+        ...(d.removeQuery.length > 0 ? { query_parameters_to_remove: [...d.removeQuery] } : {}),
       },
       dynamic_metadata: { fields },
     };

@@ -4,6 +4,7 @@ import type { Logger } from '@extsvc/common/logger';
 import type { AuthRequest, Decision } from './decision.ts';
 import { INTERNAL_DENY, type CheckObserver } from './grpc-check.ts';
 import { boundPort } from '@extsvc/common/net';
+import { headerListed } from './policy.ts';
 
 /** Options of the raw HTTP ext_authz listener. */
 export interface HttpCheckOptions {
@@ -15,6 +16,8 @@ export interface HttpCheckOptions {
   readonly maxHeaderBytes: number;
   /** Idle keep-alive; longer than Envoy's upstream idle timeout so Envoy closes first. */
   readonly keepAliveMs: number;
+  /** Answer headers Envoy copies upstream (exact or `prefix*`); default: every header. */
+  readonly upstreamHeaders?: readonly string[];
 }
 
 /** A running HTTP listener. */
@@ -44,13 +47,32 @@ export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): Aut
   };
 }
 
-function send(res: ServerResponse, d: Decision): void {
+/**
+ * The headers of an HTTP-mode allow. A header Envoy would not copy upstream is removed instead
+ * (the policy refuses identity headers outside the list, so this is the rewritten Cookie of
+ * removeCredentials: without `cookie` in the list the whole header goes). Query parameters
+ * cannot be removed in this mode; the policy refuses that combination.
+ */
+export function httpAllowHeaders(
+  d: Extract<Decision, { kind: 'allow' }>,
+  upstream: readonly string[] | undefined,
+): { set: Array<readonly [string, string]>; remove: string[] } {
+  const set: Array<readonly [string, string]> = [];
+  const remove = new Set(d.removeHeaders);
+  for (const [k, v] of d.headers) {
+    if (upstream === undefined || headerListed(k, upstream)) set.push([k, v]);
+    else remove.add(k);
+  }
+  return { set, remove: [...remove] };
+}
+
+function send(res: ServerResponse, d: Decision, upstream: readonly string[] | undefined): void {
   if (d.kind === 'allow') {
     // Envoy allows on exactly 200; x-envoy-auth-headers-to-remove strips client copies of identity headers.
     // Claims may hold non-Latin-1 text: send its UTF-8 bytes (Node would throw on code points > 255).
-    for (const [k, v] of d.headers) res.setHeader(k, Buffer.from(v, 'utf8').toString('latin1'));
-    if (d.removeHeaders.length > 0)
-      res.setHeader('x-envoy-auth-headers-to-remove', d.removeHeaders.join(', '));
+    const h = httpAllowHeaders(d, upstream);
+    for (const [k, v] of h.set) res.setHeader(k, Buffer.from(v, 'utf8').toString('latin1'));
+    if (h.remove.length > 0) res.setHeader('x-envoy-auth-headers-to-remove', h.remove.join(', '));
     res.writeHead(200, { 'content-length': '0' }).end();
   } else if (d.kind === 'deny') {
     for (const [k, v] of d.headers) res.setHeader(k, v);
@@ -72,14 +94,14 @@ const REASON: Readonly<Record<number, string>> = {
 };
 
 /** A whole HTTP/1.1 response for a decision, for sockets Node does not wrap in a ServerResponse. */
-export function rawResponse(d: Decision): string {
+export function rawResponse(d: Decision, upstream?: readonly string[]): string {
   const headers: Array<readonly [string, string]> = [];
   let status = 200;
   let body = '';
   if (d.kind === 'allow') {
-    headers.push(...d.headers.map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('latin1')] as const));
-    if (d.removeHeaders.length > 0)
-      headers.push(['x-envoy-auth-headers-to-remove', d.removeHeaders.join(', ')]);
+    const h = httpAllowHeaders(d, upstream);
+    headers.push(...h.set.map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('latin1')] as const));
+    if (h.remove.length > 0) headers.push(['x-envoy-auth-headers-to-remove', h.remove.join(', ')]);
   } else if (d.kind === 'deny') {
     status = d.status;
     headers.push(...d.headers);
@@ -116,7 +138,7 @@ export async function startHttpCheck(
       } catch (err) {
         logger.warn({ err }, 'unreadable HTTP check');
         observe('http', INTERNAL_DENY, started);
-        send(res, INTERNAL_DENY);
+        send(res, INTERNAL_DENY, opts.upstreamHeaders);
         return;
       }
       decide(auth)
@@ -127,13 +149,13 @@ export async function startHttpCheck(
         .then((d) => {
           observe('http', d, started);
           try {
-            send(res, d);
+            send(res, d, opts.upstreamHeaders);
           } catch (err) {
             logger.error({ err }, 'cannot send the decision');
             if (!res.headersSent) {
               res.removeHeader('x-envoy-auth-headers-to-remove');
               for (const [k] of d.kind === 'allow' ? d.headers : []) res.removeHeader(k);
-              send(res, INTERNAL_DENY);
+              send(res, INTERNAL_DENY, opts.upstreamHeaders);
             }
           }
         })
@@ -154,7 +176,7 @@ export async function startHttpCheck(
       })
       .then((d) => {
         observe('http', d, started);
-        socket.end(rawResponse(d));
+        socket.end(rawResponse(d, opts.upstreamHeaders));
       })
       .catch((err: unknown) => {
         logger.error({ err }, 'cannot answer HTTP check');

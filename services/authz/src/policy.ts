@@ -73,6 +73,13 @@ export interface Provider {
   readonly keys: KeySource;
   readonly hmacSecret: Uint8Array | undefined;
   readonly cache: KeyCacheSettings;
+  /**
+   * When the keys were never obtained (or the kid is still unknown after a refetch), a token of this
+   * issuer cannot be checked: `deny` (default) answers 401 keys_unavailable; `error` is the explicit
+   * opt-in to an RPC error / 503, where Envoy's failure_mode_allow decides (any client can pick that
+   * path by naming the issuer).
+   */
+  readonly keysUnavailable: 'deny' | 'error';
 }
 
 /** One API key, stored as its SHA-256. */
@@ -142,6 +149,8 @@ export interface Policy {
   readonly policies: ReadonlyMap<string, readonly Rule[]>;
   /** Identity headers clients may never set (always stripped unless set by authz). */
   readonly reservedHeaders: readonly string[];
+  /** Header name prefixes (`x-auth-`) clients may never use: every such request header is stripped. */
+  readonly reservedHeaderPrefixes: readonly string[];
   /** Files read while loading (policy, secrets, JWKS files), for the reload watcher. */
   readonly files: readonly string[];
 }
@@ -398,6 +407,7 @@ function parseProvider(
     'maxLifetime',
     'tokenSources',
     'keyCache',
+    'keysUnavailable',
   ]);
   const issuer = ctx.str(v['issuer'], `${f}.issuer`, { required: true });
   const given = ['discovery', 'discoveryUrl', 'jwksUri', 'jwks', 'jwksFile'].filter(
@@ -482,6 +492,9 @@ function parseProvider(
       if (cache.timeoutMs <= 0) ctx.add(`${cf}.timeout`, 'must be positive');
     }
   }
+  const keysUnavailable = v['keysUnavailable'] ?? 'deny';
+  if (keysUnavailable !== 'deny' && keysUnavailable !== 'error')
+    ctx.add(`${f}.keysUnavailable`, 'must be deny or error');
   const maxLifetime =
     v['maxLifetime'] === undefined ? undefined : ctx.duration(v['maxLifetime'], `${f}.maxLifetime`, 0);
   if (issuer === undefined) return undefined;
@@ -498,6 +511,7 @@ function parseProvider(
     keys,
     hmacSecret,
     cache,
+    keysUnavailable: keysUnavailable === 'error' ? 'error' : 'deny',
   };
 }
 
@@ -750,11 +764,26 @@ function parsePathMatcher(
   return kind === 'exact' ? { kind: 'exact', path: p } : { kind: 'prefix', prefix: p };
 }
 
+/** Names of the JWT providers a requirement may accept. */
+function jwtProviders(r: Requirement): string[] {
+  switch (r.kind) {
+    case 'jwt':
+      return [...r.providers];
+    case 'anyOf':
+    case 'allOf':
+      return r.of.flatMap(jwtProviders);
+    case 'apiKey':
+    case 'deny':
+    case 'public':
+      return [];
+  }
+}
+
 function parseRules(
   ctx: Ctx,
   v: unknown,
   field: string,
-  providers: ReadonlyMap<string, unknown>,
+  providers: ReadonlyMap<string, Provider>,
   sets: ReadonlyMap<string, unknown>,
   identity: IdentitySettings,
 ): Rule[] {
@@ -829,6 +858,14 @@ function parseRules(
     }
     const requirement = parseRequirement(ctx, reqObj, f, providers, sets);
     const id = parseIdentity(ctx, r['identity'], `${f}.identity`, identity);
+    // Envoy's http_service has no way to rewrite the path: a query-string token would reach the upstream.
+    if (requirement && id.removeCredentials && ctx.opts.httpUpstreamHeaders !== undefined)
+      for (const n of new Set(jwtProviders(requirement)))
+        if (providers.get(n)?.sources.some((src) => src.kind === 'query'))
+          ctx.add(
+            `${f}.identity.removeCredentials`,
+            `HTTP mode cannot remove the query-string token of provider '${n}' (Envoy's http_service cannot rewrite the path): drop its query token source or run gRPC only with --http-enabled=false`,
+          );
     if (name !== undefined && requirement)
       rules.push({ name, hosts, path, methods, requirement, allowPreflight, identity: id });
   });
@@ -861,6 +898,7 @@ export function parsePolicy(
     'apiKeys',
     'identity',
     'reservedHeaders',
+    'reservedHeaderPrefixes',
     'rules',
     'policies',
   ]);
@@ -919,6 +957,16 @@ export function parsePolicy(
   for (const h of reserved)
     if (h === 'authorization' || FORBIDDEN_SET.has(h))
       ctx.add('reservedHeaders', `'${h}' cannot be reserved`);
+  const prefixes: string[] = [];
+  (ctx.strList(doc['reservedHeaderPrefixes'], 'reservedHeaderPrefixes') ?? []).forEach((h, i) => {
+    const pf = `reservedHeaderPrefixes[${i}]`;
+    const n = ctx.headerName(h, pf);
+    if (n === undefined) return;
+    const hit = ['authorization', 'cookie', ...FORBIDDEN_SET].find((x) => x.startsWith(n));
+    if (hit !== undefined || n.length < 3)
+      ctx.add(pf, `'${n}' is too broad (it would strip ${hit ?? 'common headers'})`);
+    else prefixes.push(n);
+  });
   ctx.problems.throwIfAny();
   return deepFreeze({
     realm,
@@ -927,6 +975,7 @@ export function parsePolicy(
     rules,
     policies,
     reservedHeaders: [...reserved],
+    reservedHeaderPrefixes: prefixes,
     files: ctx.files,
   });
 }

@@ -142,6 +142,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
           pathPrefix: config.httpPathPrefix,
           maxHeaderBytes: config.httpMaxHeaderBytes,
           keepAliveMs: config.httpKeepaliveMs,
+          upstreamHeaders: upstream,
         },
         decide,
         observe,

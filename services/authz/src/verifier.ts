@@ -197,8 +197,14 @@ export async function verifyToken(
     if (!provider.hmacSecret) return { kind: 'invalid', reason: 'alg_not_allowed' };
     key = provider.hmacSecret;
   } else {
+    // Keys that cannot be had are not the client's fault, but a client picks this path by naming the
+    // issuer: a deny, unless the operator opted this provider into Envoy's failure mode.
+    const unavailable: VerifyResult =
+      provider.keysUnavailable === 'error'
+        ? { kind: 'error' }
+        : { kind: 'invalid', reason: 'keys_unavailable' };
     const store = deps.keyStores.get(provider.name);
-    if (!store) return { kind: 'error' };
+    if (!store) return unavailable;
     const found = await store.lookup(kid);
     switch (found.kind) {
       case 'keys':
@@ -209,7 +215,7 @@ export async function verifyToken(
       case 'expired':
         return { kind: 'invalid', reason: 'keys_expired' };
       case 'unavailable':
-        return { kind: 'error' };
+        return unavailable;
     }
   }
   try {

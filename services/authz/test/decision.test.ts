@@ -2,7 +2,7 @@ import { describe, it, before } from 'mocha';
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey } from 'node:crypto';
 import { SignJWT, exportJWK, importJWK, type CryptoKey } from 'jose';
-import { decide, type AuthRequest, type Decision } from '../src/decision.ts';
+import { cookieWithout, decide, type AuthRequest, type Decision } from '../src/decision.ts';
 import { KeyStore } from '../src/keys.ts';
 import { parsePolicy, type Policy } from '../src/policy.ts';
 import { TokenCache } from '../src/verifier.ts';
@@ -324,6 +324,52 @@ describe('decide', () => {
       denied(await run(req({ path })), 400, 'ambiguous_path');
   });
 
+  it('removes a query-string or cookie token upstream when removeCredentials is set', async () => {
+    const p2 = parsePolicy(
+      [
+        'providers:',
+        `  legacy: { issuer: legacy, hmacSecret: { value: ${HMAC} }, tokenSources: [ { query: access_token }, { cookie: session } ] }`,
+        'identity: { removeCredentials: true }',
+        'rules: [ { jwt: true } ]',
+      ].join('\n'),
+      'rc.yaml',
+    );
+    const hs = await new SignJWT({ iss: 'legacy', sub: 'bob', exp: nowSec() + 60 })
+      .setProtectedHeader({ alg: 'HS256' })
+      .sign(new TextEncoder().encode(HMAC));
+    const q = await decide(p2, req({ path: `/x?a=1&access_token=${hs}` }), deps);
+    assert.ok(q.kind === 'allow');
+    assert.deepEqual(q.removeQuery, ['access_token']);
+    const c = await decide(p2, req({ headers: { cookie: `a=1; session=${hs}; b=2` } }), deps);
+    assert.ok(c.kind === 'allow');
+    assert.deepEqual(c.headers, [['cookie', 'a=1; b=2']]);
+    assert.deepEqual(c.removeQuery, []);
+    const only = await decide(p2, req({ headers: { cookie: `session=${hs}` } }), deps);
+    assert.ok(only.kind === 'allow');
+    assert.deepEqual(only.headers, []);
+    assert.ok(only.removeHeaders.includes('cookie'));
+    assert.equal(cookieWithout(`x=1, session=${hs}; y=2`, 'session'), 'y=2');
+  });
+
+  it('strips every client header of a reserved prefix unless this decision sets it', async () => {
+    const p2 = parsePolicy(
+      "reservedHeaderPrefixes: [x-auth-]\nidentity: { headers: { x-auth-user: '{{ sub }}' } }\nrules: [ { apiKey: s } ]\napiKeys: { s: { keys: [ { name: k, value: v1 } ] } }",
+      'rp.yaml',
+    );
+    const d = await decide(
+      p2,
+      req({
+        headers: { 'x-api-key': 'v1', 'x-auth-role': 'admin', 'x-auth-user': 'mallory', 'x-authz': 'a' },
+      }),
+      deps,
+    );
+    assert.ok(d.kind === 'allow');
+    assert.deepEqual(d.headers, [['x-auth-user', 'k']]);
+    assert.ok(d.removeHeaders.includes('x-auth-role'));
+    assert.ok(!d.removeHeaders.includes('x-auth-user'));
+    assert.ok(!d.removeHeaders.includes('x-authz'));
+  });
+
   it('removes the credential header when removeCredentials is set', async () => {
     const t = await good({ scope: 'admin', email: 'a@example.com', realm_access: { roles: ['root'] } });
     const d = await run(req({ host: 'admin.example.com', headers: bearer(t) }));
@@ -379,23 +425,29 @@ describe('decide', () => {
     denied(await run(req({ path: '/api', contextExtensions: { rule: 'blocked' } })), 403, 'policy_deny');
   });
 
-  it('is an error (not a deny) when an issuer keys were never obtainable', async () => {
-    const p2 = parsePolicy(
-      `providers: { o: { issuer: "${ISS}", jwksUri: "${ISS}/down" } }\nrules: [ { jwt: true } ]`,
-      'o.yaml',
-    );
-    const f = new FakeFetcher();
-    const s2 = new KeyStore(p2.providers.get('o') as never, {
-      fetch: f.fetch,
-      now: clock.now,
-      logger: silent,
-    });
-    const d = await decide(p2, req({ headers: bearer(await good()) }), {
-      ...deps,
-      keyStores: new Map([['o', s2]]),
-    });
-    s2.close();
-    assert.equal(d.kind, 'error');
+  it('denies a token whose issuer keys were never obtainable; an error only with keysUnavailable: error', async () => {
+    const run2 = async (extra: string): Promise<Decision> => {
+      const p2 = parsePolicy(
+        `providers: { o: { issuer: "${ISS}", jwksUri: "${ISS}/down"${extra} } }\nrules: [ { jwt: true } ]`,
+        'o.yaml',
+      );
+      const s2 = new KeyStore(p2.providers.get('o') as never, {
+        fetch: new FakeFetcher().fetch,
+        now: clock.now,
+        logger: silent,
+      });
+      try {
+        return await decide(p2, req({ headers: bearer(await good()) }), {
+          ...deps,
+          keyStores: new Map([['o', s2]]),
+        });
+      } finally {
+        s2.close();
+      }
+    };
+    // Any client can name this issuer: never Envoy's failure mode by default.
+    denied(await run2(''), 401, 'keys_unavailable');
+    assert.equal((await run2(', keysUnavailable: error')).kind, 'error');
   });
 
   it('imports a published key only as a public key', async () => {

@@ -22,6 +22,7 @@ function provider(over: Partial<Provider> = {}): Provider {
     keys: { kind: 'discovery', url: DISC },
     hmacSecret: undefined,
     cache: { ...DEFAULT_CACHE, cooldownMs: 30_000, failedRetryMs: 1000 },
+    keysUnavailable: 'deny',
     ...over,
   };
 }

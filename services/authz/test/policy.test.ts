@@ -201,4 +201,28 @@ describe('policy shorthands and limits', () => {
     assert.ok(headerListed('x-user-anything', DEFAULT_HTTP_UPSTREAM_HEADERS));
     assert.ok(!headerListed('x-tenant', DEFAULT_HTTP_UPSTREAM_HEADERS));
   });
+
+  it('refuses a query-string token with removeCredentials in HTTP mode, and too broad reserved prefixes', () => {
+    const doc = [
+      'providers: { q: { issuer: q, hmacSecret: { value: an-hmac-secret-that-is-32-bytes-long! }, tokenSources: [ { query: t } ] } }',
+      'rules: [ { name: a, jwt: true, identity: { removeCredentials: true } } ]',
+    ].join('\n');
+    assert.deepEqual(
+      problems(() => parsePolicy(doc, 'q.yaml', {}, { httpUpstreamHeaders: ['x-user-*'] })).map((p) =>
+        p.slice(0, 80),
+      ),
+      ['q.yaml: rules[0].identity.removeCredentials: HTTP mode cannot remove the query-s'],
+    );
+    assert.equal(parsePolicy(doc, 'q.yaml').rules.length, 1, 'gRPC only: query_parameters_to_remove');
+    assert.deepEqual(
+      problems(() => parsePolicy('reservedHeaderPrefixes: [x-auth-, auth, x]', 'r.yaml')),
+      [
+        "r.yaml: reservedHeaderPrefixes[1]: 'auth' is too broad (it would strip authorization)",
+        "r.yaml: reservedHeaderPrefixes[2]: 'x' is too broad (it would strip common headers)",
+      ],
+    );
+    assert.deepEqual(parsePolicy('reservedHeaderPrefixes: [X-Auth-]', 'r.yaml').reservedHeaderPrefixes, [
+      'x-auth-',
+    ]);
+  });
 });

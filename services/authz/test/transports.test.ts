@@ -13,6 +13,7 @@ const allow: Decision = {
   rule: 'api',
   headers: [['x-user-id', 'alice']],
   removeHeaders: ['x-user-roles'],
+  removeQuery: [],
   metadata: { sub: 'alice', policy: 'default' },
 };
 const deny: Decision = {

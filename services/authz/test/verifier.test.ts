@@ -24,6 +24,7 @@ describe('authz/verifier token cache', () => {
       keys: { kind: 'inline', jwks: { keys: [key.jwk] } },
       hmacSecret: undefined,
       cache: DEFAULT_CACHE,
+      keysUnavailable: 'deny',
     };
     const store = new KeyStore(provider, { fetch: new FakeFetcher().fetch, now: clock.now, logger: silent });
     const cache = new TokenCache(100, 3_600_000);
