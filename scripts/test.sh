@@ -45,6 +45,7 @@ check docker-compose-spec bash deploy/compose-check/check.sh
 if [ -x integration/kube/build.sh ]; then
   # Builds (or reuses from ~/.cache/extsvc) kube-apiserver + etcd for the Kubernetes suites.
   check kube-apiserver-build bash integration/kube/build.sh
+  check helm-build bash integration/kube/build-helm.sh
 fi
 
 mocha_suite() { # name, config, spec files...

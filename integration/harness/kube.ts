@@ -325,3 +325,20 @@ export function applyEmissaryCrds(kube: KubeHandle): void {
     ...EMISSARY_CRD_NAMES.map((n) => `crd/${n}`),
   );
 }
+
+let cachedHelm: string | undefined;
+
+/** The helm v4 binary (built once from the Go module proxy by integration/kube/build-helm.sh, cached). */
+export function helmBin(): string {
+  if (process.env['HELM_BIN']) return process.env['HELM_BIN'];
+  if (cachedHelm) return cachedHelm;
+  const out = execFileSync('bash', [join(ROOT, 'integration', 'kube', 'build-helm.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 30 * 60_000,
+  });
+  const last = out.trim().split('\n').pop();
+  if (!last) throw new Error('integration/kube/build-helm.sh printed no binary path');
+  cachedHelm = last.trim();
+  return cachedHelm;
+}

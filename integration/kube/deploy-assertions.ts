@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { parseAllDocuments } from 'yaml';
 import type { KubeHandle } from '../harness/kube.ts';
+import { waitUntil } from '../harness/proc.ts';
 
 /** A Kubernetes object as rendered or read back. */
 export interface Obj {
@@ -331,8 +332,16 @@ export async function assertAcmeTokenHostsAndSecrets(kube: KubeHandle, layout: L
   assert.equal(r.status, 403);
   r = await kube.raw('GET', '/api/v1/secrets', undefined, { token });
   assert.equal(r.status, 403);
-  r = await kube.raw('GET', '/apis/getambassador.io/v3alpha1/hosts', undefined, { token });
-  assert.equal(r.status, 200);
+  // A CRD's watch cache answers 429 (retry later) for a moment after the CRD is created.
+  r = await waitUntil(
+    'hosts list answered',
+    async () => {
+      const x = await kube.raw('GET', '/apis/getambassador.io/v3alpha1/hosts', undefined, { token });
+      return x.status === 429 ? undefined : x;
+    },
+    { timeoutMs: 30_000, intervalMs: 200 },
+  );
+  assert.equal(r.status, 200, JSON.stringify(r.body));
   await kube.raw('DELETE', '/api/v1/namespaces/default/secrets/probe');
 }
 
