@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { SecretRef } from './host.ts';
 import type {
@@ -13,6 +13,8 @@ import type {
 } from './stores.ts';
 
 const DATA = '..data';
+/** The versions this store creates: `..<timestamp>-<random>`, in the secret's own directory. */
+const VERSION = /^\.\.[0-9TZ]+-[0-9a-f]{8}$/;
 
 /** Writes a file atomically: temp file in the same directory, fsync, rename over the target. */
 export async function writeFileAtomic(path: string, content: string, mode: number): Promise<void> {
@@ -108,6 +110,9 @@ export class DirectoryCertificateStore implements CertificateStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+    // A `..data` this store did not make (pointing out of the directory) is no certificate of ours:
+    // absent, so the next write replaces it.
+    if (!VERSION.test(version)) return undefined;
     const base = join(dir, version);
     const [chainPem, keyPem, metaText] = await Promise.all([
       readOptional(join(base, 'tls.crt')),
@@ -162,11 +167,10 @@ export class DirectoryCertificateStore implements CertificateStore {
     await rename(tmpLink, join(dir, DATA));
     for (const f of ['tls.crt', 'tls.key', 'meta.json']) {
       const p = join(dir, f);
-      const isLink = await lstat(p).then(
-        (s) => s.isSymbolicLink(),
-        () => false,
-      );
-      if (isLink) continue;
+      // Only a link to our own `..data/<file>` is kept: a pre-existing link (or file) pointing
+      // anywhere else would make Envoy serve, or acme report, what someone else put there.
+      const target = await readlink(p).catch(() => undefined);
+      if (target === join(DATA, f)) continue;
       const tmp = `${p}.tmp-${randomBytes(4).toString('hex')}`;
       await symlink(join(DATA, f), tmp);
       await rename(tmp, p);

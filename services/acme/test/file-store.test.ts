@@ -1,5 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'mocha';
@@ -12,6 +22,33 @@ const secret = { namespace: 'web', name: 'a-tls' };
 const meta = { temporary: false, names: ['a.example.com'], issuedAt: '2026-01-01T00:00:00.000Z' };
 
 describe('acme file store', () => {
+  it('replaces pre-existing tls.crt/tls.key links that point outside its own ..data; the outside files stay untouched', async () => {
+    const store = new DirectoryCertificateStore(join(root, 'planted'));
+    const dir = store.dir(secret);
+    mkdirSync(dir, { recursive: true });
+    const outside = join(root, 'outside');
+    mkdirSync(outside, { recursive: true });
+    const foreign = createSelfSigned(['victim.example.com'], Date.now(), 3_600_000);
+    writeFileSync(join(outside, 'tls.crt'), foreign.chainPem);
+    writeFileSync(join(outside, 'tls.key'), foreign.keyPem);
+    symlinkSync(join(outside, 'tls.crt'), join(dir, 'tls.crt'));
+    symlinkSync(join(outside, 'tls.key'), join(dir, 'tls.key'));
+    symlinkSync('../../../outside', join(dir, '..data'));
+    // A ..data the store did not make is no certificate of ours.
+    assert.equal(await store.read(secret), undefined);
+    const pair = createSelfSigned(['a.example.com'], Date.now(), 3_600_000);
+    await store.write(secret, { ...pair, meta });
+    assert.equal(readlinkSync(join(dir, 'tls.crt')), '..data/tls.crt');
+    assert.equal(readlinkSync(join(dir, 'tls.key')), '..data/tls.key');
+    assert.match(readlinkSync(join(dir, '..data')), /^\.\.[0-9TZ]+-[0-9a-f]{8}$/);
+    // Through the top-level names, as Envoy reads them: our pair, not the planted one.
+    assert.equal(readFileSync(join(dir, 'tls.crt'), 'utf8'), pair.chainPem);
+    assert.equal(readFileSync(join(dir, 'tls.key'), 'utf8'), pair.keyPem);
+    assert.equal(readFileSync(join(outside, 'tls.crt'), 'utf8'), foreign.chainPem);
+    assert.equal(readFileSync(join(outside, 'tls.key'), 'utf8'), foreign.keyPem);
+    assert.equal((await store.read(secret))?.chainPem, pair.chainPem);
+  });
+
   it('round-trips a pair with the Kubernetes-style ..data layout and an SDS file', async () => {
     const store = new DirectoryCertificateStore(join(root, 'certs'), '/etc/envoy/certs');
     assert.equal(await store.read(secret), undefined);
