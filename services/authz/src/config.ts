@@ -85,6 +85,13 @@ export const AUTHZ_OPTIONS = {
     default: 3_700_000,
     doc: "HTTP mode: idle keep-alive; longer than Envoy's upstream idle_timeout (1 h) so Envoy closes first.",
   },
+  'diag-test-per-minute': {
+    kind: 'int',
+    env: 'DIAG_TEST_PER_MINUTE',
+    default: 20,
+    min: 0,
+    doc: 'Budget of the admin /diag "test a request" form (a decision oracle): runs per minute, then 429; 0 turns it off.',
+  },
   'token-cache-size': {
     kind: 'int',
     env: 'TOKEN_CACHE_SIZE',

@@ -171,6 +171,43 @@ export interface AuthzDiagSource {
 /** Admin path of the "test a request" form. */
 export const AUTHZ_TEST_PATH = '/diag/authz/test';
 
+/** Outcome of one use of the test form (metric label). */
+export type TestFormResult = 'allow' | 'deny' | 'error' | 'invalid' | 'limited';
+
+/** Budget of the test form, a token bucket: `perMinute` runs, refilled continuously; 0 turns the form off. */
+export interface TestFormLimit {
+  readonly perMinute: number;
+  readonly now: () => number;
+}
+
+/**
+ * Token bucket for the test form: the form is a decision oracle (API keys, tokens), so guesses are
+ * counted and slowed down like a login form's.
+ */
+export class TestFormBudget {
+  readonly #limit: TestFormLimit;
+  #tokens: number;
+  #at: number;
+  constructor(limit: TestFormLimit) {
+    this.#limit = limit;
+    this.#tokens = limit.perMinute;
+    this.#at = limit.now();
+  }
+  /** Takes one run; returns 0 when allowed, else the seconds until the next run is. */
+  take(): number {
+    const { perMinute, now } = this.#limit;
+    if (perMinute <= 0) return 60;
+    const t = now();
+    this.#tokens = Math.min(perMinute, this.#tokens + ((t - this.#at) * perMinute) / 60_000);
+    this.#at = t;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil(((1 - this.#tokens) * 60_000) / perMinute / 1000));
+  }
+}
+
 function hostText(h: HostMatcher): string {
   switch (h.kind) {
     case 'any':
@@ -457,7 +494,7 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
       title: 'Test a request',
       id: 'authz-test',
       action: AUTHZ_TEST_PATH,
-      note: 'Runs the decision function on the active policy. Nothing is recorded: no decision metrics, not in recent decisions. What you type is not stored or echoed.',
+      note: 'Runs the decision function on the active policy. Not in the decision metrics or recent decisions; each use is counted (authz_diag_test_total) and limited (429 beyond the budget per minute). What you type is not stored or echoed.',
       fields: [
         {
           name: 'method',
@@ -593,8 +630,18 @@ export function describeDecision(policy: Policy, req: AuthRequest, d: Decision):
 /** Registers GET /diag, GET /diag.json and the test form's POST on the admin server. */
 export function registerAuthzDiag(
   app: Parameters<typeof registerDiag>[0],
-  opts: { service: string; version: string; health: HealthState; source: AuthzDiagSource },
+  opts: {
+    service: string;
+    version: string;
+    health: HealthState;
+    source: AuthzDiagSource;
+    /** Test form budget (default 20 per minute, wall clock). */
+    testLimit?: TestFormLimit;
+    /** Counts each use of the test form. */
+    onTest?: (result: TestFormResult) => void;
+  },
 ): void {
+  const budget = new TestFormBudget(opts.testLimit ?? { perMinute: 20, now: Date.now });
   registerDiag(app, {
     service: opts.service,
     version: opts.version,
@@ -602,11 +649,25 @@ export function registerAuthzDiag(
     sections: () => authzDiagSections(opts.source),
   });
   app.post(AUTHZ_TEST_PATH, async (req, reply) => {
+    const wait = budget.take();
+    if (wait > 0) {
+      opts.onTest?.('limited');
+      return reply
+        .code(429)
+        .header('retry-after', String(wait))
+        .header('cache-control', 'no-store')
+        .send({
+          error: `too many test requests: at most ${opts.testLimit?.perMinute ?? 20} per minute (retry in ${wait} s)`,
+        });
+    }
     let auth: AuthRequest;
     try {
       auth = parseTestRequest(req.body);
     } catch (err) {
-      if (err instanceof TestInputError) return reply.code(400).send({ error: err.message });
+      if (err instanceof TestInputError) {
+        opts.onTest?.('invalid');
+        return reply.code(400).send({ error: err.message });
+      }
       throw err;
     }
     const policy = opts.source.policy();
@@ -616,6 +677,7 @@ export function registerAuthzDiag(
     } catch {
       d = { kind: 'error', reason: 'internal', rule: '-' };
     }
+    opts.onTest?.(d.kind);
     return reply.header('cache-control', 'no-store').send(describeDecision(policy, auth, d));
   });
 }

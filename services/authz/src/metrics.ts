@@ -16,6 +16,8 @@ export interface AuthzMetrics {
   readonly reloads: Counter<'result'>;
   /** 1 when the last policy reload succeeded, 0 when the last good policy is kept after a failure. */
   readonly reloadOk: Gauge;
+  /** Uses of the /diag test form by result (allow/deny/error/invalid/limited). */
+  readonly diagTests: Counter<'result'>;
 }
 
 /** Creates the metrics on `registry`. */
@@ -56,6 +58,12 @@ export function createMetrics(registry: Registry): AuthzMetrics {
     reloads: new Counter({
       name: 'authz_policy_reload_total',
       help: 'Policy reloads by result; on error the last good policy stays active.',
+      labelNames: ['result'],
+      registers,
+    }),
+    diagTests: new Counter({
+      name: 'authz_diag_test_total',
+      help: 'Uses of the admin /diag "test a request" form by result; limited ones were answered 429.',
       labelNames: ['result'],
       registers,
     }),

@@ -12,7 +12,14 @@ import { fetchJson, type JsonFetcher } from './fetch.ts';
 import { checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
-import { FetchLog, RecentDecisions, recordingDecide, registerAuthzDiag, type ReloadState } from './diag.ts';
+import {
+  FetchLog,
+  RecentDecisions,
+  recordingDecide,
+  registerAuthzDiag,
+  safeUrl,
+  type ReloadState,
+} from './diag.ts';
 import { emptyPolicy, loadPolicyFile, type Policy, type PolicyOptions } from './policy.ts';
 
 /** A running authz service. */
@@ -38,12 +45,13 @@ function policyView(p: Policy): unknown {
     providers: [...p.providers.values()].map((v) => ({
       name: v.name,
       issuer: v.issuer,
+      // The same redaction as /diag: no userinfo, no query (client_secret=…), no fragment.
       keys:
         v.keys.kind === 'inline'
           ? 'inline'
           : v.keys.kind === 'none'
             ? 'hmac'
-            : `${v.keys.kind} ${v.keys.url}`,
+            : `${v.keys.kind} ${safeUrl(v.keys.url)}`,
       hmacSecret: v.hmacSecret ? '(redacted)' : undefined,
       audiences: v.audiences,
       algorithms: v.algorithms,
@@ -185,6 +193,8 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     }),
     routes: (app) =>
       registerAuthzDiag(app, {
+        testLimit: { perMinute: config.diagTestPerMinute, now: deps.now ?? Date.now },
+        onTest: (result) => metrics.diagTests.inc({ result }),
         service: rt.service,
         version: rt.version,
         health: rt.health,
