@@ -157,6 +157,12 @@ export const RATELIMIT_OPTIONS = {
     max: 1,
     doc: 'Share of a limit above which hits count as near_limit.',
   },
+  'stop-cache-key-increment-when-overlimit': {
+    kind: 'bool',
+    env: 'STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT',
+    default: false,
+    doc: 'As the reference: read the counters first; a request that a limit rejects does not consume the other limits of the request (only the limits going over are incremented). Costs one more Redis round trip.',
+  },
   'shadow-mode': {
     kind: 'bool',
     env: 'SHADOW_MODE',

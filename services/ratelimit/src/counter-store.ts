@@ -138,6 +138,11 @@ export class MemoryStore implements CounterStore {
     return this.#counters.size;
   }
 
+  /** Keys of the counters held (tests, diagnostics). */
+  keys(): IterableIterator<string> {
+    return this.#counters.keys();
+  }
+
   /** Estimated heap bytes of the counters held (`counterCost` summed). */
   get bytes(): number {
     return this.#bytes;

@@ -42,6 +42,12 @@ export interface CoreSettings {
   readonly dynamicMetadata: boolean;
   /** Upper bound of the random extra TTL seconds (EXPIRATION_JITTER_MAX_SECONDS). */
   readonly expirationJitterMaxSeconds: number;
+  /**
+   * STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT (the reference's semantics): counters are read first; when
+   * a limit of the request is over in the local cache, no counter is incremented; when some limits
+   * would go over with this hit, only those are incremented and the others are left as they are.
+   */
+  readonly stopIncrementWhenOverLimit?: boolean | undefined;
   /** Bounds of an acceptable request; DEFAULT_REQUEST_LIMITS when absent. */
   readonly requestLimits?: RequestLimits | undefined;
 }

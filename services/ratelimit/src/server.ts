@@ -61,6 +61,7 @@ export function coreSettings(c: RatelimitConfig): CoreSettings {
     },
     dynamicMetadata: c.responseDynamicMetadata,
     expirationJitterMaxSeconds: c.expirationJitterMaxSeconds,
+    stopIncrementWhenOverLimit: c.stopCacheKeyIncrementWhenOverlimit,
     requestLimits: {
       maxDescriptors: c.maxDescriptors,
       maxEntries: c.maxDescriptorEntries,

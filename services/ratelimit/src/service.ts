@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { StoreError, ServiceError } from './errors.ts';
 import type { CounterStore, OverLimitCache } from './counter-store.ts';
+import { slidingDecision } from './counter-store.ts';
 import {
   assemble,
   failOpen,
@@ -8,6 +9,7 @@ import {
   type CoreRequest,
   type CoreResponse,
   type CoreSettings,
+  type CounterOp,
   type CounterResult,
 } from './limiter.ts';
 import type { Metrics } from './metrics.ts';
@@ -64,12 +66,20 @@ export class RateLimitService {
     });
     if (pending.length > 0) {
       try {
-        const counts = await d.store.apply(pending.map((i) => p.ops[i]!));
+        let ops = pending.map((i) => p.ops[i]!);
+        if (d.settings.stopIncrementWhenOverLimit)
+          ops = await this.#withoutIncrementWhenOver(ops, pending.length < p.ops.length);
+        const counts = await d.store.apply(ops);
         pending.forEach((opIndex, j) => (results[opIndex] = { kind: 'count', after: counts[j] ?? 0 }));
       } catch (err) {
         d.metrics.redisErrors.inc();
         d.metrics.callErrors.inc({ kind: 'redis_error' });
-        if (!d.failOpen) throw err;
+        if (!d.failOpen)
+          throw err instanceof StoreError
+            ? err
+            : new StoreError('ERR_REDIS_UNAVAILABLE', err instanceof Error ? err.message : String(err), {
+                cause: err,
+              });
         d.logger.warn(
           { err: err instanceof StoreError ? err.message : String(err) },
           'counter store failed: failing open',
@@ -90,5 +100,26 @@ export class RateLimitService {
     d.metrics.record(resp.stats);
     if (resp.globalShadowApplied) d.metrics.globalShadowMode.inc();
     return resp;
+  }
+
+  /**
+   * The addends STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT gives (reference fixed_cache_impl.go): none
+   * when a limit was answered from the local over-limit cache; otherwise the counters are read and,
+   * when some would go over with this hit, only those are incremented. A counter left alone is still
+   * read (addend 0), so its status reports its current count.
+   */
+  async #withoutIncrementWhenOver(ops: CounterOp[], localOver: boolean): Promise<CounterOp[]> {
+    if (localOver) return ops.map((op) => ({ ...op, addend: 0 }));
+    const keys: string[] = [];
+    for (const op of ops) keys.push(op.key, ...(op.prevKey !== undefined ? [op.prevKey] : []));
+    const values = await this.#d.store.peek(keys);
+    let k = 0;
+    const over = ops.map((op) => {
+      const current = values[k++] ?? 0;
+      if (op.algorithm === 'sliding_window') return !slidingDecision(current, values[k++] ?? 0, op).admit;
+      return current + op.addend > op.limit;
+    });
+    if (!over.includes(true)) return ops;
+    return ops.map((op, i) => (over[i] ? op : { ...op, addend: 0 }));
   }
 }

@@ -42,14 +42,14 @@ class CountingStore implements CounterStore {
   }
 }
 
-function make(opts: { failOpen?: boolean; cache?: number } = {}) {
+function make(opts: { failOpen?: boolean; cache?: number; stop?: boolean } = {}) {
   let now = 7_200_000_000;
   const store = new CountingStore(() => now);
   const registry = new Registry();
   const metrics = new Metrics(registry, 3);
   const svc = new RateLimitService({
     rules: () => rules,
-    settings: settings(),
+    settings: settings({ stopIncrementWhenOverLimit: opts.stop ?? false }),
     store,
     localCache: new OverLimitCache(opts.cache ?? 100),
     metrics,
@@ -122,5 +122,73 @@ describe('ratelimit/service', () => {
     const text = await registry.metrics();
     assert.match(text, /key="_overflow"\} 2/);
     await store.close();
+  });
+
+  describe('STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT', () => {
+    // the reference's TestOverLimitWithStopCacheKeyIncrementWhenOverlimitConfig: two counters at 10,
+    // limits 15 and 14 per hour, per-descriptor addends
+    const twoKeys = (a: number, b: number): CoreRequest => ({
+      domain: 'test-domain',
+      hitsAddend: 0,
+      descriptors: [
+        {
+          entries: [{ key: 'key4', value: 'value4' }],
+          override: { requestsPerUnit: 15, unit: 'HOUR' },
+          hitsAddend: a,
+        },
+        {
+          entries: [{ key: 'key5', value: 'value5' }],
+          override: { requestsPerUnit: 14, unit: 'HOUR' },
+          hitsAddend: b,
+        },
+      ],
+    });
+    const counts = async (store: CountingStore): Promise<number[]> => {
+      const keys = [...store.inner.keys()].sort();
+      return store.inner.peek(keys);
+    };
+    const brief = (r: { statuses: readonly { code: string; limitRemaining: number }[] }): string[] =>
+      r.statuses.map((s) => `${s.code} ${s.limitRemaining}`);
+
+    it('increments only the counters that go over; the others keep their count', async () => {
+      const { svc, store, registry } = make({ stop: true, cache: 0 });
+      await svc.shouldRateLimit(twoKeys(10, 10));
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(1, 1))), ['OK 4', 'OK 3']);
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(2, 2))), ['OK 2', 'OK 1']);
+      // key5 would go over (13 + 2 > 14): only key5 is incremented, key4 stays at 13
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(2, 2))), ['OK 2', 'OVER_LIMIT 0']);
+      assert.deepEqual(await counts(store), [13, 15]);
+      const text = await registry.metrics();
+      assert.match(
+        text,
+        /ratelimit_service_rate_limit_near_limit\{domain="test-domain",key="key4_value4"\} 2/,
+      );
+      assert.match(
+        text,
+        /ratelimit_service_rate_limit_over_limit\{domain="test-domain",key="key5_value5"\} 1/,
+      );
+      await store.close();
+    });
+
+    it('increments nothing when a limit is over in the local cache', async () => {
+      const { svc, store } = make({ stop: true, cache: 100 });
+      await svc.shouldRateLimit(twoKeys(13, 14));
+      // key5 goes over (and into the local cache); key4 is not consumed
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(1, 1))), ['OK 2', 'OVER_LIMIT 0']);
+      assert.deepEqual(await counts(store), [13, 15]);
+      const calls = store.calls;
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(1, 1))), ['OK 2', 'OVER_LIMIT 0']);
+      assert.equal(store.calls, calls + 1, 'key4 is read, not incremented');
+      assert.deepEqual(await counts(store), [13, 15]);
+      await store.close();
+    });
+
+    it('is off by default: every counter is incremented, as before', async () => {
+      const { svc, store } = make({ cache: 0 });
+      await svc.shouldRateLimit(twoKeys(13, 13));
+      assert.deepEqual(brief(await svc.shouldRateLimit(twoKeys(2, 2))), ['OK 0', 'OVER_LIMIT 0']);
+      assert.deepEqual(await counts(store), [15, 15]);
+      await store.close();
+    });
   });
 });
