@@ -156,16 +156,14 @@ describe('authz security suite', function () {
       const t = await new SignJWT({ iss, aud: 'api', exp: Math.floor(Date.now() / 1000) + 60 })
         .setProtectedHeader({ alg: 'ES256', kid: 'x' })
         .sign(privateKey);
-      const started = Date.now();
+      // /slow answers after 10 s, past the client's 5 s deadline: an answer at all means the provider's
+      // 300 ms keyCache.timeout cut the fetch (no wall-clock bound on a loaded machine).
       const r = await client.checkHttp(bearer(t));
-      assert.ok(Date.now() - started < 1500, `${iss} took ${Date.now() - started} ms`);
       // A client chooses this path by naming the issuer: a deny, never Envoy's failure mode.
       deniedWith(r, 401, 'keys_unavailable');
     }
-    assert.ok(
-      (await authz.metric('authz_jwks_fetch_total', { issuer: 'https://huge.example', result: 'error' })) >=
-        1,
-    );
+    for (const issuer of ['https://huge.example', 'https://slow.example'])
+      assert.ok((await authz.metric('authz_jwks_fetch_total', { issuer, result: 'error' })) >= 1, issuer);
     assert.equal((await authz.admin('/healthz')).status, 200);
   });
 
