@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, before } from 'mocha';
@@ -145,6 +145,7 @@ describe('examples/authservice-http.yaml through Envoy as Emissary compiles it, 
   let upstream: { port: number; readonly requests: number };
   let listen: number;
   let spec: AuthServiceSpec;
+  let env: Record<string, string>;
 
   before(async function () {
     this.timeout(60_000);
@@ -166,15 +167,17 @@ describe('examples/authservice-http.yaml through Envoy as Emissary compiles it, 
         spec: { template: { spec: { containers: Array<{ env: Array<{ name: string; value?: string }> }> } } };
       }
     ).spec.template.spec.containers[0];
-    const env = Object.fromEntries((container?.env ?? []).map((e) => [e.name, e.value ?? '']));
+    env = Object.fromEntries((container?.env ?? []).map((e) => [e.name, e.value ?? '']));
     const policyDir = stack.mkdir('policy');
     const cm = find('ConfigMap', 'authz-policy') as unknown as { data: Record<string, string> };
     for (const [file, text] of Object.entries(cm.data)) writeFileSync(join(policyDir, file), text);
     authz = await stack.service('authz', {
       args: [`--policy-file=${join(policyDir, 'policy.yaml')}`],
-      env: {
-        ...(env['HTTP_PATH_PREFIX'] === undefined ? {} : { HTTP_PATH_PREFIX: env['HTTP_PATH_PREFIX'] }),
-      },
+      env: Object.fromEntries(
+        ['HTTP_PATH_PREFIX', 'HTTP_UPSTREAM_HEADERS'].flatMap((k) =>
+          env[k] === undefined ? [] : [[k, env[k]]],
+        ),
+      ),
       readyPath: '/healthz',
     });
     upstream = await stack.echo();
@@ -248,5 +251,29 @@ describe('examples/authservice-http.yaml through Envoy as Emissary compiles it, 
     for (const h of Object.keys(policy.identity?.headers ?? {}))
       assert.ok(allowed.has(h.toLowerCase()), `${h} would never reach the upstream`);
     assert.ok(allowed.has('content-type'));
+  });
+
+  it("authz's HTTP_UPSTREAM_HEADERS is what this AuthService delivers, so a policy setting another header is refused at load", () => {
+    const delivered = new Set([
+      ...EMISSARY_AUTHORIZATION_HEADERS,
+      ...(spec.allowed_authorization_headers ?? []),
+    ]);
+    assert.deepEqual(new Set((env['HTTP_UPSTREAM_HEADERS'] ?? '').split(',')), delivered);
+    const dir = stack.mkdir('policy-x-tenant');
+    writeFileSync(
+      join(dir, 'policy.yaml'),
+      'identity:\n  headers:\n    x-tenant: tenant\nrules:\n  - name: all\n    match: { pathPrefix: / }\n    public: true\n',
+    );
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'services', 'authz', 'src', 'main.ts'), `--policy-file=${join(dir, 'policy.yaml')}`],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, HTTP_UPSTREAM_HEADERS: env['HTTP_UPSTREAM_HEADERS'] },
+      },
+    );
+    assert.equal(r.status, 2, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /x-tenant/);
   });
 });

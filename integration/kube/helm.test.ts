@@ -133,7 +133,7 @@ describe('deploy/helm/extsvc with helm v4: lint, template, install into a real k
     assert.deepEqual(sm.spec.namespaceSelector.matchNames, ['extsvc', 'extsvc-acme']);
   });
 
-  it('Emissary resources as values: one path prefix for the HTTP AuthService and the authz Deployment', () => {
+  it('Emissary resources as values: one path prefix and one header list for the HTTP AuthService and the authz Deployment', () => {
     const objs = template(
       ...EMISSARY_APIS,
       '--set',
@@ -144,6 +144,8 @@ describe('deploy/helm/extsvc with helm v4: lint, template, install into a real k
       'emissary.rateLimitService.enabled=true',
       '--set',
       'authz.httpPathPrefix=/checks',
+      '--set-json',
+      'emissary.authService.allowedAuthorizationHeaders=["content-type","x-user-id","x-tenant"]',
     );
     const auth = objs.find((o) => o.kind === 'AuthService') as unknown as { spec: Record<string, unknown> };
     assert.equal(auth.spec['path_prefix'], '/checks');
@@ -155,6 +157,18 @@ describe('deploy/helm/extsvc with helm v4: lint, template, install into a real k
     };
     const env = authz.spec.template.spec.containers[0]?.env ?? [];
     assert.equal(env.find((e) => e.name === 'HTTP_PATH_PREFIX')?.value, '/checks');
+    // What authz may set is what this AuthService delivers: Emissary's fixed list + the configured ones.
+    assert.deepEqual((env.find((e) => e.name === 'HTTP_UPSTREAM_HEADERS')?.value ?? '').split(',').sort(), [
+      'authorization',
+      'content-type',
+      'location',
+      'proxy-authenticate',
+      'set-cookie',
+      'www-authenticate',
+      'x-tenant',
+      'x-user-id',
+    ]);
+    assert.deepEqual(auth.spec['allowed_authorization_headers'], ['content-type', 'x-user-id', 'x-tenant']);
     const rls = objs.find((o) => o.kind === 'RateLimitService') as unknown as {
       spec: Record<string, unknown>;
     };

@@ -91,3 +91,11 @@ spec:
 {{- define "extsvc.emissaryNamespace" -}}
 {{- default .Release.Namespace .Values.emissary.namespace -}}
 {{- end -}}
+
+
+{{/* HTTP mode: what Emissary delivers upstream from authz's answer: its fixed list plus
+     emissary.authService.allowedAuthorizationHeaders (authz's HTTP_UPSTREAM_HEADERS). */}}
+{{- define "extsvc.upstreamHeaders" -}}
+{{- $fixed := list "authorization" "location" "proxy-authenticate" "set-cookie" "www-authenticate" -}}
+{{- concat $fixed .Values.emissary.authService.allowedAuthorizationHeaders | uniq | join "," -}}
+{{- end -}}
