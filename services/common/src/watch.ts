@@ -27,18 +27,21 @@ function fingerprint(paths: readonly string[]): string {
 /**
  * Watches files or directories for changes by polling a fingerprint (real path, inode, size, mtime of
  * each entry). Polling survives what fs.watch misses: Kubernetes ConfigMap `..data` symlink swaps,
- * editors that replace files, network filesystems. `onChange` is never run concurrently.
+ * editors that replace files, network filesystems. `onChange` is never run concurrently. `opts.onPoll`
+ * sees every comparison (a test's positive signal that the watcher looked and found nothing).
  */
 export function watchPaths(
   paths: readonly string[],
   intervalMs: number,
   onChange: () => Promise<void> | void,
+  opts: { readonly onPoll?: (changed: boolean) => void } = {},
 ): Watcher {
   let last = fingerprint(paths);
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
     const now = fingerprint(paths);
+    opts.onPoll?.(now !== last);
     if (now === last) return;
     last = now;
     running = true;

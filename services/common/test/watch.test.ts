@@ -25,9 +25,11 @@ describe('common/watch', () => {
     symlinkSync('..v1', join(cfg, '..data'));
     symlinkSync('..data/a.yaml', join(cfg, 'a.yaml'));
     let changes = 0;
-    const w = watchPaths([cfg], 20, () => void changes++);
+    let polls = 0;
+    const w = watchPaths([cfg], 20, () => void changes++, { onPoll: () => void polls++ });
     try {
-      await new Promise((r) => setTimeout(r, 80));
+      // Three comparisons of the unchanged tree (a positive signal, not a fixed sleep): no change seen.
+      await until(() => polls >= 3);
       assert.equal(changes, 0);
       mkdirSync(join(cfg, '..v2'));
       writeFileSync(join(cfg, '..v2', 'a.yaml'), 'two');
