@@ -132,7 +132,12 @@ describe('authz security suite', function () {
   });
 
   it('makes no fetch for an unconfigured issuer', async () => {
-    const before = [...issuer.counts.values()].reduce((a, b) => a + b, 0);
+    // Only fetches that name an unconfigured issuer count: the configured issuer's own key refreshes
+    // may happen while the loop runs on a slow machine.
+    const strayFetches = (): number =>
+      [...issuer.counts.entries()]
+        .filter(([path]) => path.includes('/other-'))
+        .reduce((a, [, n]) => a + n, 0);
     const { privateKey } = await generateKeyPair('ES256');
     for (let i = 0; i < 50; i++) {
       const t = await new SignJWT({
@@ -144,10 +149,8 @@ describe('authz security suite', function () {
         .sign(privateKey);
       deniedWith(await client.checkHttp(bearer(t)), 401, 'unknown_issuer');
     }
-    assert.equal(
-      [...issuer.counts.values()].reduce((a, b) => a + b, 0),
-      before,
-    );
+    assert.equal(strayFetches(), 0);
+    assert.ok((await authz.metric('authz_check_total')) >= 50, 'the 50 checks were decided');
   });
 
   it('bounds a huge and a slow JWKS endpoint (keys never obtained: a deny, fast, process alive)', async () => {
