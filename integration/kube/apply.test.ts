@@ -180,21 +180,30 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
     const rl = getJson<{ data: Record<string, string> }>('configmap', 'ratelimit-config', '-n', layout.ns);
     const domains = Object.values(rl.data).map((text) => /^domain: (\S+)$/m.exec(text)?.[1]);
     assert.ok(domains.includes(rls.spec.domain), `ratelimit-config domains ${JSON.stringify(domains)}`);
-    const challenge = getJson<{
-      metadata: { labels: Record<string, string> };
-      spec: Record<string, unknown>;
-    }>('mapping', 'www-acme-challenge', '-n', 'default');
-    assert.equal(challenge.spec['prefix'], '/.well-known/acme-challenge/');
-    assert.equal(challenge.spec['rewrite'], '');
-    assert.equal(challenge.spec['hostname'], 'www.example.com');
     const host = getJson<{
       metadata: { annotations: Record<string, string> };
       spec: { hostname: string; mappingSelector: { matchLabels: Record<string, string> } };
     }>('host', 'www', '-n', 'default');
     assert.equal(host.metadata.annotations['acme.extsvc.dev/manage'], 'true');
-    // The challenge Mapping carries all of the Host's mappingSelector labels (Emissary >= 3.2 needs all).
-    for (const [k, v] of Object.entries(host.spec.mappingSelector.matchLabels))
-      assert.equal(challenge.metadata.labels[k], v);
+    // The challenge route is acme's to create (issue 10 #6): the example ships none, and acme's
+    // CHALLENGE_MAPPING_SERVICE names its own Service's challenge port.
+    assert.equal(
+      kube.kubectlResult(['get', 'mapping', 'www-acme-challenge', '-n', 'default']).status,
+      1,
+      'no hand-written challenge Mapping',
+    );
+    const acmeEnv = getJson<{
+      spec: { template: { spec: { containers: Array<{ env: Array<{ name: string; value?: string }> }> } } };
+    }>('deployment', 'acme', '-n', layout.acmeNs).spec.template.spec.containers[0]?.env;
+    const target = acmeEnv?.find((e) => e.name === 'CHALLENGE_MAPPING_SERVICE')?.value ?? '';
+    assert.equal(target, `acme.${layout.acmeNs}:8089`);
+    const acmeSvc = getJson<{ spec: { ports: Array<{ name: string; port: number }> } }>(
+      'service',
+      'acme',
+      '-n',
+      layout.acmeNs,
+    );
+    assert.equal(acmeSvc.spec.ports.find((p) => p.name === 'challenge')?.port, 8089);
     // The Mapping's labels are keyed by the RateLimitService's domain (Emissary sends only those).
     const api = getJson<{ spec: { labels: Record<string, unknown[]> } }>(
       'mapping',
