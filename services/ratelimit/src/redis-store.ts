@@ -111,6 +111,7 @@ export class RedisStore implements CounterStore {
   readonly #listeners = new Set<(ready: boolean) => void>();
   readonly #observe: (seconds: number, ok: boolean) => void;
   #ready = false;
+  #everReady = false;
   #closed = false;
 
   constructor(
@@ -173,6 +174,7 @@ export class RedisStore implements CounterStore {
   #setReady(ready: boolean): void {
     if (ready === this.#ready) return;
     this.#ready = ready;
+    if (ready) this.#everReady = true;
     for (const l of this.#listeners) l(ready);
   }
 
@@ -182,6 +184,7 @@ export class RedisStore implements CounterStore {
 
   /** GETs the counters (diagnostics): read-only, one command per key, works in Cluster too. */
   async peek(keys: readonly string[]): Promise<number[]> {
+    if (!this.#ready) await this.#firstConnection();
     if (this.#closed || !this.#ready) throw new StoreError('ERR_REDIS_UNAVAILABLE', 'redis not connected');
     const values = await Promise.all(keys.map((k) => this.#client.get(k)));
     return values.map((v) => Number(v ?? 0));
@@ -258,8 +261,19 @@ export class RedisStore implements CounterStore {
     return new StoreError('ERR_REDIS_TIMEOUT', `redis did not answer within ${this.#settings.opTimeoutMs}ms`);
   }
 
+  /**
+   * Right after start, before the first connection is up, a call waits for it within the op
+   * deadline instead of failing: no UNAVAILABLE window while the service starts (the reference keeps
+   * its listeners closed until Redis answers). Later disconnections fail at once.
+   */
+  async #firstConnection(): Promise<void> {
+    if (this.#ready || this.#everReady || this.#closed) return;
+    await this.waitReady(this.#settings.opTimeoutMs).catch(() => undefined);
+  }
+
   async apply(ops: readonly CounterOp[]): Promise<number[]> {
     if (ops.length === 0) return [];
+    if (!this.#ready) await this.#firstConnection();
     if (this.#closed || !this.#ready) throw new StoreError('ERR_REDIS_UNAVAILABLE', 'redis not connected');
     const started = performance.now();
     try {
