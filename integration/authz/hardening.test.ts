@@ -1,8 +1,11 @@
-import { describe, it, before } from 'mocha';
+import { describe, it, before, after } from 'mocha';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect, type Settings } from 'node:http2';
+import { connect as netConnect } from 'node:net';
+import { AuthzClient } from './client.ts';
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
 import { freePort } from '../harness/proc.ts';
@@ -275,6 +278,75 @@ rules:
       assert.equal(echo.headers['x-auth-user'], undefined);
     });
   });
+
+describe('authz hardening: bounded Check requests (issue 18 item 11)', function () {
+  const stack = new Stack('authz-hardening-bounds').install();
+  let authz: ServiceHandle;
+  let client: AuthzClient;
+
+  before(async function () {
+    this.timeout(30_000);
+    const policy = join(stack.dir, 'bounds.yaml');
+    writeFileSync(policy, PATH_POLICY);
+    authz = await stack.service('authz', { args: ['--policy-file', policy], env: { LOG_LEVEL: 'warn' } });
+    client = new AuthzClient(authz.ports.grpc ?? 0);
+  });
+  after(() => client.close());
+
+  const many = (n: number): Record<string, string> =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => [`x-h${i}`, 'v']));
+
+  it('denies a Check with more headers than any Envoy sends (431), not an RPC error', async () => {
+    const r = await client.checkHttp(many(5000), '/public/x');
+    assert.ok(r.ok, `RPC error ${r.ok ? '' : r.code}`);
+    assert.equal(r.res.denied_response?.status?.code, 'RequestHeaderFieldsTooLarge');
+    assert.equal(
+      (JSON.parse(r.res.denied_response?.body ?? '{}') as { code: string }).code,
+      'too_many_headers',
+    );
+    const ok = await client.checkHttp(many(50), '/public/x');
+    assert.ok(ok.ok && ok.res.status?.code === 0, 'a normal request still passes');
+  });
+
+  it('denies too many context extensions (400)', async () => {
+    const ctx = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, 'v']));
+    const r = await client.checkHttp({}, '/public/x', 'GET', ctx);
+    assert.ok(r.ok);
+    assert.equal((JSON.parse(r.res.denied_response?.body ?? '{}') as { code: string }).code, 'bad_request');
+  });
+
+  it('refuses a CheckRequest above the receive limit at once (RESOURCE_EXHAUSTED) and caps concurrent streams', async () => {
+    const big = await client.checkHttp({ 'x-big': 'a'.repeat(2 * 1024 * 1024) }, '/public/x');
+    assert.deepEqual(big, { ok: false, code: 8 });
+    const session = connect(`http://127.0.0.1:${authz.ports.grpc}`);
+    try {
+      const settings = await new Promise<Settings>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      assert.equal(settings.maxConcurrentStreams, 1000);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('HTTP mode: sees every header (no silent cut at 2000) and denies too many with 431', async () => {
+    const headers = Object.entries(many(2500))
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const sock = netConnect(authz.ports.http ?? 0, '127.0.0.1', () =>
+        sock.end(`GET /public/x HTTP/1.1\r\nhost: a\r\n${headers}connection: close\r\n\r\n`),
+      );
+      let data = '';
+      sock.on('data', (c: Buffer) => (data += c.toString()));
+      sock.on('end', () => resolve(data));
+      sock.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 431 /);
+    assert.match(answer, /too_many_headers/);
+  });
+});
 
 function hmacToken(): Promise<string> {
   return new SignJWT({ iss: 'legacy', sub: 'bob' })

@@ -25,6 +25,20 @@ export const AUTHZ_OPTIONS = {
     default: 9001,
     doc: 'gRPC envoy.service.auth.v3.Authorization port.',
   },
+  'grpc-max-receive-bytes': {
+    kind: 'int',
+    env: 'GRPC_MAX_RECEIVE_BYTES',
+    default: 1_048_576,
+    min: 65_536,
+    doc: "Largest CheckRequest accepted. Keep it above what Envoy can send (max_request_headers_kb, 60 KiB by default, plus with_request_body bytes): a larger request is an RPC error, where Envoy's failure mode decides.",
+  },
+  'grpc-max-concurrent-streams': {
+    kind: 'int',
+    env: 'GRPC_MAX_CONCURRENT_STREAMS',
+    default: 1000,
+    min: 1,
+    doc: 'Concurrent Check streams per HTTP/2 connection (Envoy opens another connection beyond it).',
+  },
   'http-host': {
     kind: 'string',
     env: 'HTTP_HOST',

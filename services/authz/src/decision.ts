@@ -322,8 +322,11 @@ export function denyOf(policy: Policy, rule: string, o: Extract<Outcome, { kind:
   } else if (forbidden) {
     status = 403;
     error = 'insufficient_scope';
-  } else if (o.reason === 'ambiguous_path') {
+  } else if (o.reason === 'ambiguous_path' || o.reason === 'bad_request') {
     status = 400;
+    error = 'invalid_request';
+  } else if (o.reason === 'too_many_headers') {
+    status = 431;
     error = 'invalid_request';
   } else if (o.reason === 'policy_deny' || o.reason === 'no_matching_rule' || o.reason === 'unknown_policy') {
     status = 403;
@@ -418,6 +421,11 @@ function allowOf(
   };
 }
 
+/** Most distinct header names a checked request may carry (Envoy's max_headers_count default is 100). */
+export const MAX_HEADERS = 1000;
+/** Most context_extensions entries (they come from route configuration: a handful). */
+export const MAX_CONTEXT_EXTENSIONS = 64;
+
 function denyUnmatched(policy: Policy, reason: DenyReason): Deny {
   return denyOf(policy, '-', { kind: 'deny', reason, challenge: 'none' });
 }
@@ -428,6 +436,10 @@ function denyUnmatched(policy: Policy, reason: DenyReason): Deny {
  * host, path and method; no match is a deny. Both transports adapt its result.
  */
 export async function decide(policy: Policy, req: AuthRequest, deps: DecisionDeps): Promise<Decision> {
+  // Bounded before any work: a deny, never an RPC error (failure_mode_allow would let it through).
+  if (Object.keys(req.headers).length > MAX_HEADERS) return denyUnmatched(policy, 'too_many_headers');
+  if (Object.keys(req.contextExtensions).length > MAX_CONTEXT_EXTENSIONS)
+    return denyUnmatched(policy, 'bad_request');
   const { path, query, ambiguous } = splitTarget(req.path);
   // `/public/..;/admin`: Tomcat serves /admin, nginx a literal `..;` segment. No rule can be right for both.
   if (ambiguous) return denyUnmatched(policy, 'ambiguous_path');

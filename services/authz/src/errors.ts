@@ -28,6 +28,8 @@ export const DenyReasons = {
   no_matching_rule: 'No rule allows this request',
   unknown_policy: 'The route names an unknown policy or rule',
   ambiguous_path: 'The request path has a dot segment with parameters',
+  too_many_headers: 'The request has too many headers',
+  bad_request: 'The check request is malformed',
   internal_error: 'The request could not be authorized',
 } as const;
 

@@ -163,6 +163,9 @@ export async function startHttpCheck(
     },
   );
   server.keepAliveTimeout = opts.keepAliveMs;
+  // Node silently drops headers beyond 2000 by default: see them all (maxHeaderBytes bounds the work)
+  // so that the decision's header-count bound and reserved families apply to every one.
+  server.maxHeadersCount = 0;
   server.headersTimeout = Math.max(60_000, Math.min(opts.keepAliveMs + 1000, 120_000));
   // Node hands CONNECT requests to 'connect', not to the request handler; without this listener it would
   // drop the connection, an *error* for Envoy. Decide like any other method and answer on the raw socket.

@@ -209,7 +209,13 @@ export class KeyStore {
         this.#deps.onFetch?.(this.#provider.issuer, 'invalid');
         throw new AuthzError('ERR_DISCOVERY_INVALID', 'jwks_uri is not a URL');
       }
-      if (u.protocol !== 'https:' && !(u.protocol === 'http:' && (c.allowHttp || isLoopback(u.hostname)))) {
+      // Plain http only to loopback, and only when the discovery document itself came from loopback:
+      // a remote (https) document pointing at http://127.0.0.1:port would be a blind GET to local ports.
+      const fromLoopback = isLoopback(new URL(src.url).hostname);
+      if (
+        u.protocol !== 'https:' &&
+        !(u.protocol === 'http:' && (c.allowHttp || (fromLoopback && isLoopback(u.hostname))))
+      ) {
         this.#deps.onFetch?.(this.#provider.issuer, 'invalid');
         throw new AuthzError('ERR_DISCOVERY_INVALID', 'jwks_uri must be https');
       }

@@ -132,6 +132,12 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     port: config.grpcPort,
     health: rt.health,
     healthNames: ['envoy.service.auth.v3.Authorization'],
+    // grpc-js defaults are 4 MiB and 2^32-1 streams: one direct caller could make authz decode a 4 MiB,
+    // 150k-header request while other clients wait, on as many streams as it likes.
+    channelOptions: {
+      'grpc.max_receive_message_length': config.grpcMaxReceiveBytes,
+      'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
+    },
     services: [
       {
         definition: serviceDefinition(

@@ -152,6 +152,31 @@ describe('KeyStore', () => {
     t.store.close();
   });
 
+  it('follows an http jwks_uri on loopback only from a discovery document on loopback', async () => {
+    const t = await setup();
+    t.f.routes.set(DISC, () => ({
+      json: { issuer: ISS, jwks_uri: 'http://127.0.0.1:9/jwks' },
+      maxAgeSec: undefined,
+    }));
+    await t.store.start();
+    assert.equal((await t.store.lookup('k1')).kind, 'unavailable');
+    assert.deepEqual(t.fetches, ['invalid']);
+    assert.equal(t.f.count('http://127.0.0.1:9/jwks'), 0, 'no request to the local port');
+    t.store.close();
+    // A loopback issuer (tests, sidecars) may use a loopback http jwks_uri.
+    const localDisc = 'http://127.0.0.1:8/.well-known/openid-configuration';
+    const local = await setup({ issuer: ISS, keys: { kind: 'discovery', url: localDisc } });
+    const k = await makeKey('ES256', 'k1');
+    local.f.routes.set(localDisc, () => ({
+      json: { issuer: ISS, jwks_uri: 'http://127.0.0.1:8/jwks' },
+      maxAgeSec: undefined,
+    }));
+    local.f.routes.set('http://127.0.0.1:8/jwks', () => ({ json: { keys: [k.jwk] }, maxAgeSec: undefined }));
+    await local.store.start();
+    assert.equal((await local.store.lookup('k1')).kind, 'keys');
+    local.store.close();
+  });
+
   it('never keeps private or symmetric members of a JWKS', async () => {
     const t = await setup();
     t.setKeys([{ kty: 'oct', k: 'c2VjcmV0', kid: 'k1' }]);
