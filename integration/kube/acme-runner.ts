@@ -29,6 +29,14 @@ const ca = createAcmeCa({
 });
 let conflicts = 0;
 let orders = 0;
+// Counts Secret reads per namespace/name: a test's positive signal that the Secret checks ran.
+const secretReads = new Map<string, number>();
+const readSecret = apis.core.readNamespacedSecret.bind(apis.core);
+apis.core.readNamespacedSecret = (param, options) => {
+  const key = `${param.namespace}/${param.name}`;
+  secretReads.set(key, (secretReads.get(key) ?? 0) + 1);
+  return readSecret(param, options);
+};
 // Counts certificate orders this replica starts (only the leader may).
 const countingCa: CaClient = { ...ca, order: (req) => ((orders += 1), ca.order(req)) };
 let conflictTarget = process.env['TEST_CONFLICT_SECRET'];
@@ -138,7 +146,12 @@ const admin = createServer((req, res) => {
     case '/hosts':
       return json(200, { hosts: controller.statuses() });
     case '/stats':
-      return json(200, { conflicts, challengeRequests, orders });
+      return json(200, {
+        conflicts,
+        challengeRequests,
+        orders,
+        secretReads: Object.fromEntries(secretReads),
+      });
     default:
       return json(404, {});
   }

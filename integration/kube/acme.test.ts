@@ -129,6 +129,14 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     return (r.body as { items: Array<{ reason: string; type: string; message: string }> }).items;
   };
 
+  const lease = async (): Promise<{ holderIdentity?: string; leaseTransitions?: number }> =>
+    (
+      (await kube.raw('GET', '/apis/coordination.k8s.io/v1/namespaces/extsvc-acme/leases/extsvc-acme'))
+        .body as {
+        spec: { holderIdentity?: string; leaseTransitions?: number };
+      }
+    ).spec;
+
   before(async function () {
     this.timeout(150_000);
     kube = await startKube(stack);
@@ -317,8 +325,15 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     kube.apply(host('app-e', 'app-e.extsvc.test', 'helm-tls'));
     const st = await waitState('app-e', 'Error');
     assert.match(st.errorReason ?? '', /helm-tls is managed by Helm/);
-    // Give the controller a few Secret checks; the Secret must stay untouched.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Wait for a few more Secret checks by the controller (its reads of helm-tls): it must not touch it.
+    const reads = async (): Promise<number> =>
+      (await leader.admin<{ secretReads: Record<string, number> }>('/stats')).secretReads[
+        'default/helm-tls'
+      ] ?? 0;
+    const readsAtError = await reads();
+    await waitUntil('three more Secret checks of helm-tls', async () => (await reads()) >= readsAtError + 3, {
+      timeoutMs: 30_000,
+    });
     assert.equal((await getSecret('helm-tls'))?.metadata?.resourceVersion, rv);
     assert.ok((await events('app-e')).some((e) => e.type === 'Warning' && /managed by Helm/.test(e.message)));
     // No order for a certificate that could not be stored (app-a twice, app-c so far).
@@ -337,33 +352,25 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     assert.ok((await leader.admin<{ conflicts: number }>('/stats')).conflicts >= 1);
   });
 
-  it('killing the leader hands over within the lease duration, without re-ordering valid certificates', async function () {
+  it('killing the leader: the follower takes over once the lease expires, without re-ordering valid certificates', async function () {
     this.timeout(60_000);
-    const lease = async (): Promise<{ holderIdentity?: string; leaseTransitions?: number }> =>
-      (
-        (await kube.raw('GET', '/apis/coordination.k8s.io/v1/namespaces/extsvc-acme/leases/extsvc-acme'))
-          .body as {
-          spec: { holderIdentity?: string; leaseTransitions?: number };
-        }
-      ).spec;
     assert.equal((await lease()).holderIdentity, 'acme-a');
     assert.equal((await follower.admin<{ isLeader: boolean }>('/leader')).isLeader, false);
     const serials = new Map<string, string>();
     for (const n of ['app-a-tls', 'app-c-tls', 'app-f-tls'])
       serials.set(n, serialOf((await getSecret(n)) as V1Secret));
 
-    const killedAt = Date.now();
     await leader.proc.kill('SIGKILL');
+    // Eventually: the lease runs out (LEASE_MS), plus a bound derived from it for a loaded machine.
+    // The follower must wait for the expiry (no split brain); how much longer it takes is not asserted.
     await waitUntil(
       'acme-b leads',
       async () => (await follower.admin<{ isLeader: boolean }>('/leader')).isLeader,
       {
-        timeoutMs: 20_000,
+        timeoutMs: LEASE_MS * 6,
         intervalMs: 50,
       },
     );
-    const handover = Date.now() - killedAt;
-    assert.ok(handover < LEASE_MS + 2000, `handover took ${handover} ms`);
     const l = await lease();
     assert.equal(l.holderIdentity, 'acme-b');
     assert.ok((l.leaseTransitions ?? 0) >= 1);
@@ -390,9 +397,11 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     this.timeout(30_000);
     const third = await startReplica('acme-c', await freePort());
     assert.equal((await third.admin<{ isLeader: boolean }>('/leader')).isLeader, false);
-    const stoppedAt = Date.now();
     await follower.proc.stop();
     assert.deepEqual(follower.proc.exitStatus, { code: 0, signal: null });
+    // The mechanism, not a stopwatch: before exiting, acme-b cleared its holder (or acme-c already took it).
+    const released = await lease();
+    assert.notEqual(released.holderIdentity, 'acme-b', JSON.stringify(released));
     await waitUntil(
       'acme-c leads',
       async () => (await third.admin<{ isLeader: boolean }>('/leader')).isLeader,
@@ -401,8 +410,6 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
         intervalMs: 50,
       },
     );
-    const handover = Date.now() - stoppedAt;
-    assert.ok(handover < LEASE_MS, `handover after release took ${handover} ms`);
     await waitUntil(
       'acme-c reports app-g Ready without ordering',
       async () =>
