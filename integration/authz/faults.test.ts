@@ -1,7 +1,6 @@
 import { describe, it, before, after } from 'mocha';
 import assert from 'node:assert/strict';
 import { Stack, type EnvoyHandle, type ServiceHandle } from '../harness/stack.ts';
-import { delay } from '@extsvc/common/lifecycle';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { Issuer } from './issuer.ts';
 import { writePolicy } from './policy.ts';
@@ -42,7 +41,14 @@ describe('authz faults: issuer outages', function () {
     assert.equal(await call(envoy, t), 200);
     issuer.mode.down = 'reset';
     const fresh = await issuer.token({ sub: 'bob' }); // same key, never seen: needs verification, not the token cache
-    await delay(3000); // maxAge is 2 s: the keys are stale now
+    // Not a fixed sleep: wait until authz itself reports the main issuer's keys stale (maxAge is 2 s).
+    await waitUntil(
+      'main keys stale',
+      async () =>
+        (JSON.parse((await warm.admin('/config')).body) as { keys: Record<string, { stale?: boolean }> })
+          .keys['main']?.stale === true,
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     assert.equal(await call(envoy, fresh), 200);
     assert.equal(await call(envoy, t), 200);
     // A new kid while the issuer is down: a deny (stale keys + unknown kid), never an error.
