@@ -232,11 +232,8 @@ export async function start(
 
   const http = Fastify({ logger: false, forceCloseConnections: true });
   // The challenge route is public (no auth in front of it): anything a client sends must stay cheap.
-  // Tokens are base64url with >= 128 bits (RFC 8555 §8.1); other paths never reach the store, and in
-  // Kubernetes mode (one API read per lookup) recent misses are remembered briefly.
-  const recentMisses = new Map<string, number>();
-  const MISS_TTL_MS = 2000;
-  const MAX_MISSES = 10_000;
+  // Tokens are base64url with >= 128 bits (RFC 8555 §8.1); other paths never reach the store. Both
+  // stores answer from memory (Kubernetes mode: an index kept by a watch), never an API read.
   http.get<{ Params: { token: string } }>('/.well-known/acme-challenge/:token', async (req, reply) => {
     const token = req.params.token;
     const now = clock.now();
@@ -252,7 +249,6 @@ export async function start(
       return reply.code(400).type('text/plain').send('Host header required\n');
     }
     if (!/^[A-Za-z0-9_-]{22,256}$/.test(token)) return notFound();
-    if (kube && (recentMisses.get(token) ?? 0) > now) return notFound();
     let c: Awaited<ReturnType<ChallengeStore['get']>>;
     try {
       c = await challenges.get(token, now);
@@ -260,10 +256,6 @@ export async function start(
       challengeRequests.inc({ result: 'error' });
       log.warn({ err: errorMessage(err) }, 'challenge store unavailable');
       return reply.code(503).type('text/plain').send('unavailable\n');
-    }
-    if (!c && kube) {
-      if (recentMisses.size >= MAX_MISSES) recentMisses.clear();
-      recentMisses.set(token, now + MISS_TTL_MS);
     }
     // Only the name being validated gets the token (as cert-manager's solver), and only while pending.
     if (!c || host !== c.name) return notFound();

@@ -94,7 +94,7 @@ export async function startKubeController(
     ambassadorIds: ['*'],
     allowedAuthorities: opts.allowedAuthorities,
   };
-  const challenges = new ConfigMapChallengeStore(apis, opts.ownNamespace);
+  const challenges = new ConfigMapChallengeStore(apis, opts.ownNamespace, { logger: log });
   let closed = false;
   let issuer: Issuer | undefined;
   let certs: KubeCertificateStore | undefined;
@@ -418,7 +418,7 @@ export async function startKubeController(
   );
 
   let synced = false;
-  await Promise.all(informers.map((i) => i.start()));
+  await Promise.all([...informers.map((i) => i.start()), challenges.start()]);
   synced = true;
   scheduleSync();
   secretLoop();
@@ -447,7 +447,7 @@ export async function startKubeController(
       closed = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      await Promise.all(informers.map((i) => i.stop()));
+      await Promise.all([...informers.map((i) => i.stop()), challenges.stop()]);
       await elector.close();
       await chain;
     },
