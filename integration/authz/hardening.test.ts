@@ -8,7 +8,7 @@ import { connect as netConnect } from 'node:net';
 import { AuthzClient } from './client.ts';
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
-import { freePort } from '../harness/proc.ts';
+import { freePort, waitUntil } from '../harness/proc.ts';
 import { ROOT, Stack, type EnvoyHandle, type ServiceHandle } from '../harness/stack.ts';
 
 interface Echo {
@@ -345,6 +345,50 @@ describe('authz hardening: bounded Check requests (issue 18 item 11)', function 
     });
     assert.match(answer, /^HTTP\/1\.1 431 /);
     assert.match(answer, /too_many_headers/);
+  });
+});
+
+describe('authz: HTTP checks without the configured path prefix (issue 10 item 4)', function () {
+  const stack = new Stack('authz-hardening-prefix').install();
+
+  it('answers a clear deny, logs the expected prefix once, and counts it on /metrics and /diag', async function () {
+    this.timeout(60_000);
+    const policy = join(stack.dir, 'prefix.yaml');
+    writeFileSync(policy, PATH_POLICY);
+    const authz = await stack.service('authz', {
+      args: ['--policy-file', policy, '--http-path-prefix', '/extauth'],
+      env: { LOG_LEVEL: 'warn' },
+    });
+    // Envoy configured with another path_prefix than authz: every check arrives without /extauth.
+    const envoy = await stack.envoy({
+      AUTHZ_GRPC: false,
+      AUTHZ_HTTP_PORT: authz.ports.http ?? 0,
+      AUTHZ_PATH_PREFIX: '/auth',
+      UPSTREAM_PORT: (await stack.echo()).port,
+    });
+    for (let i = 0; i < 3; i++) {
+      const r = await rawGet(envoy.httpPort, '/public/x?access_token=secret-in-query');
+      assert.equal(r.status, 403, r.body);
+      assert.equal((JSON.parse(r.body) as { code: string }).code, 'path_prefix_mismatch');
+    }
+    await waitUntil('the log line', async () => /path prefix '\/extauth'/.test(authz.proc.logs()));
+    const lines = authz.proc
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('without the path prefix'));
+    assert.equal(lines.length, 1, 'logged once, not per request');
+    assert.match(lines[0] ?? '', /"expectedPrefix":"\/extauth"/);
+    assert.ok(!authz.proc.logs().includes('secret-in-query'));
+    assert.equal(
+      await authz.metric('authz_decisions_total', { transport: 'http', reason: 'path_prefix_mismatch' }),
+      3,
+    );
+    const diag = await authz.admin('/diag.json');
+    assert.match(diag.body, /HTTP checks without the prefix \(denied\)/);
+    assert.match(diag.body, /3, last [^"]+ \(path began \/auth\)/);
+    // With the prefix, the same request is decided by the policy.
+    const direct = await fetch(`http://127.0.0.1:${authz.ports.http}/extauth/public/x`);
+    assert.equal(direct.status, 200);
   });
 });
 

@@ -166,6 +166,17 @@ export interface AuthzDiagSource {
   readonly reload?: () => ReloadState;
   /** Fetch outcomes per issuer (fed by the authorizer's onFetch), when the server keeps them. */
   readonly fetchLog?: FetchLog;
+  /** HTTP mode's path prefix and the checks that lacked it, when the HTTP listener runs. */
+  readonly httpPrefix?: (() => HttpPrefixState) | undefined;
+}
+
+/** HTTP mode's configured path prefix and the checks denied for lacking it. */
+export interface HttpPrefixState {
+  readonly prefix: string;
+  mismatches: number;
+  lastAt?: string;
+  /** First path segment of the last such check (never the query string). */
+  lastSegment?: string;
 }
 
 /** Admin path of the "test a request" form. */
@@ -411,6 +422,16 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
     ['reserved headers', policy.reservedHeaders.join(', ')],
     ['decisions seen', src.recent.total],
   ];
+  const hp = src.httpPrefix?.();
+  if (hp) {
+    summary.push(['HTTP path prefix', hp.prefix === '' ? '(none)' : hp.prefix]);
+    summary.push([
+      'HTTP checks without the prefix (denied)',
+      hp.mismatches === 0
+        ? 0
+        : `${hp.mismatches}, last ${hp.lastAt ?? '?'} (path began ${hp.lastSegment ?? '?'}): Envoy/Emissary path_prefix differs from --http-path-prefix`,
+    ]);
+  }
   if (reload) {
     summary.push(['last reload', reload.ok ? 'ok' : 'failed']);
     if (reload.at) summary.push(['last reload at', reload.at]);

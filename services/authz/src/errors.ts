@@ -30,6 +30,7 @@ export const DenyReasons = {
   ambiguous_path: 'The request path has a dot segment with parameters',
   too_many_headers: 'The request has too many headers',
   bad_request: 'The check request is malformed',
+  path_prefix_mismatch: 'The authorization check did not carry the expected path prefix',
   internal_error: 'The request could not be authorized',
 } as const;
 

@@ -18,6 +18,8 @@ export interface HttpCheckOptions {
   readonly keepAliveMs: number;
   /** Answer headers Envoy copies upstream (exact or `prefix*`); default: every header. */
   readonly upstreamHeaders?: readonly string[];
+  /** Called with the first path segment of a check that lacks pathPrefix (denied). */
+  readonly onPrefixMismatch?: (firstSegment: string) => void;
 }
 
 /** A running HTTP listener. */
@@ -26,18 +28,48 @@ export interface HttpCheckServer {
   close(): Promise<void>;
 }
 
-/** Builds the AuthRequest of an HTTP-mode check: method and Host as sent, path without the prefix. */
-export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): AuthRequest {
+/**
+ * The original request target under Envoy's path_prefix (`/extauth` + `/api/x?y`), or undefined when
+ * the target does not carry the prefix (`/api/x`, `/extauthx`): Envoy and authz disagree on it.
+ */
+export function stripPathPrefix(target: string, prefix: string): string | undefined {
+  // CONNECT's authority form (`host:443`) carries no path Envoy could have prefixed: decided as sent.
+  if (prefix === '' || !target.startsWith('/')) return target;
+  if (!target.startsWith(prefix)) return undefined;
+  const rest = target.slice(prefix.length);
+  if (prefix.endsWith('/')) return `/${rest}`;
+  if (rest === '') return '/';
+  if (rest.startsWith('?')) return `/${rest}`;
+  return rest.startsWith('/') ? rest : undefined;
+}
+
+/** A check whose path lacks the configured prefix: a deny that says so (the log names the prefix). */
+export const PREFIX_DENY: Extract<Decision, { kind: 'deny' }> = {
+  kind: 'deny',
+  reason: 'path_prefix_mismatch',
+  rule: '-',
+  status: 403,
+  headers: [['content-type', 'application/json']],
+  body: JSON.stringify({
+    status: 403,
+    error: 'access_denied',
+    code: 'path_prefix_mismatch',
+    message: 'The authorization check did not carry the path prefix this service expects',
+  }),
+};
+
+/**
+ * Builds the AuthRequest of an HTTP-mode check: method and Host as sent, path without the prefix;
+ * undefined when the prefix is configured and missing.
+ */
+export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): AuthRequest | undefined {
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) {
     if (v === undefined) continue;
     headers[k] = Array.isArray(v) ? v.join(',') : v;
   }
-  let path = req.url ?? '/';
-  if (pathPrefix !== '' && path.startsWith(pathPrefix)) {
-    path = path.slice(pathPrefix.length);
-    if (!path.startsWith('/')) path = `/${path}`;
-  }
+  const path = stripPathPrefix(req.url ?? '/', pathPrefix);
+  if (path === undefined) return undefined;
   return {
     method: req.method ?? 'GET',
     host: headers['host'] ?? headers[':authority'] ?? '',
@@ -64,6 +96,12 @@ export function httpAllowHeaders(
     else remove.add(k);
   }
   return { set, remove: [...remove] };
+}
+
+/** The first path segment only (never the query string, which may carry a token), for the log. */
+function firstSegment(target: string): string {
+  const m = /^\/?[^/?#]{0,64}/.exec(target);
+  return m ? m[0] : '';
 }
 
 function send(res: ServerResponse, d: Decision, upstream: readonly string[] | undefined): void {
@@ -132,13 +170,19 @@ export async function startHttpCheck(
       const started = process.hrtime.bigint();
       res.sendDate = false; // nothing but the decision's headers (an allow-all upstream list would copy Date)
       req.resume(); // the body (with_request_body) is not used; drain it
-      let auth: AuthRequest;
+      let auth: AuthRequest | undefined;
       try {
         auth = httpRequestToAuth(req, opts.pathPrefix);
       } catch (err) {
         logger.warn({ err }, 'unreadable HTTP check');
         observe('http', INTERNAL_DENY, started);
         send(res, INTERNAL_DENY, opts.upstreamHeaders);
+        return;
+      }
+      if (!auth) {
+        opts.onPrefixMismatch?.(firstSegment(req.url ?? '/'));
+        observe('http', PREFIX_DENY, started);
+        send(res, PREFIX_DENY, opts.upstreamHeaders);
         return;
       }
       decide(auth)
@@ -172,7 +216,9 @@ export async function startHttpCheck(
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const started = process.hrtime.bigint();
     socket.on('error', () => socket.destroy());
-    decide(httpRequestToAuth(req, opts.pathPrefix))
+    const auth = httpRequestToAuth(req, opts.pathPrefix);
+    if (!auth) opts.onPrefixMismatch?.(firstSegment(req.url ?? '/'));
+    (auth ? decide(auth) : Promise.resolve<Decision>(PREFIX_DENY))
       .catch((err: unknown): Decision => {
         logger.error({ err }, 'decision failed');
         return INTERNAL_DENY;

@@ -18,6 +18,7 @@ import {
   recordingDecide,
   registerAuthzDiag,
   safeUrl,
+  type HttpPrefixState,
   type ReloadState,
 } from './diag.ts';
 import { emptyPolicy, loadPolicyFile, type Policy, type PolicyOptions } from './policy.ts';
@@ -148,6 +149,20 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       },
     ],
   });
+  // Checks without the configured path prefix: denied, counted, shown on /diag, logged at most once a minute.
+  const prefixState: HttpPrefixState = { prefix: config.httpPathPrefix, mismatches: 0 };
+  let lastPrefixLog = Number.NEGATIVE_INFINITY;
+  const onPrefixMismatch = (firstSegment: string): void => {
+    prefixState.mismatches += 1;
+    prefixState.lastAt = new Date().toISOString();
+    prefixState.lastSegment = firstSegment;
+    if (Date.now() - lastPrefixLog < 60_000) return;
+    lastPrefixLog = Date.now();
+    log.warn(
+      { expectedPrefix: config.httpPathPrefix, got: firstSegment, total: prefixState.mismatches },
+      `HTTP check without the path prefix '${config.httpPathPrefix}': denied (path_prefix_mismatch); Envoy's http_service path_prefix / Emissary's AuthService path_prefix must equal --http-path-prefix (HTTP_PATH_PREFIX)`,
+    );
+  };
   const http = config.httpEnabled
     ? await startHttpCheck(
         {
@@ -157,6 +172,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
           maxHeaderBytes: config.httpMaxHeaderBytes,
           keepAliveMs: config.httpKeepaliveMs,
           upstreamHeaders: upstream,
+          onPrefixMismatch,
         },
         decide,
         observe,
@@ -212,6 +228,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
           policyFile: config.policyFile,
           reload: () => lastReload,
           fetchLog,
+          httpPrefix: config.httpEnabled ? () => prefixState : undefined,
         },
       }),
   });

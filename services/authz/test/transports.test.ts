@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { Decision } from '../src/decision.ts';
 import { checkRequestToAuth, decisionToCheckResponse } from '../src/grpc-check.ts';
-import { startHttpCheck, type HttpCheckServer } from '../src/http-check.ts';
+import { startHttpCheck, stripPathPrefix, type HttpCheckServer } from '../src/http-check.ts';
 import { silent } from './helpers.ts';
 
 const allow: Decision = {
@@ -29,6 +29,16 @@ const deny: Decision = {
 };
 
 describe('gRPC adapter', () => {
+  it('strips the HTTP path prefix only at a segment boundary; a target without it is undefined', () => {
+    assert.equal(stripPathPrefix('/extauth/api/x?y=1', '/extauth'), '/api/x?y=1');
+    assert.equal(stripPathPrefix('/extauth', '/extauth'), '/');
+    assert.equal(stripPathPrefix('/extauth?q', '/extauth'), '/?q');
+    assert.equal(stripPathPrefix('/extauthadmin', '/extauth'), undefined);
+    assert.equal(stripPathPrefix('/api/x', '/extauth'), undefined);
+    assert.equal(stripPathPrefix('/extauth/api', '/extauth/'), '/api');
+    assert.equal(stripPathPrefix('/api/x', ''), '/api/x');
+  });
+
   it('reads method, host, path, headers, raw header_map and context_extensions', () => {
     const r = checkRequestToAuth({
       attributes: {
