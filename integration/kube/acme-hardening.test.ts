@@ -217,6 +217,50 @@ describe('acme hardening (Kubernetes mode): tenants, providers, authorities, cha
     assert.equal(after?.metadata?.annotations?.['acme.extsvc.dev/names'], 'split-a.extsvc.test');
   });
 
+  it('a Secret it may not write is proved before ordering: no CA order while the write is forbidden, and the Host says why', async function () {
+    this.timeout(60_000);
+    // acme serves namespace `locked` but may only read Secrets there (a mistaken RoleBinding).
+    kube.apply(JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'locked' } }));
+    kube.apply(
+      JSON.stringify({
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'Role',
+        metadata: { name: 'acme-read-only', namespace: 'locked' },
+        rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['get'] }],
+      }),
+    );
+    kube.apply(
+      JSON.stringify({
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'acme-read-only', namespace: 'locked' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'acme-read-only' },
+        subjects: [{ kind: 'ServiceAccount', name: 'acme', namespace: 'extsvc-acme' }],
+      }),
+    );
+    const orders = (): Promise<number> =>
+      acme.metric('acme_request_duration_seconds_count', { op: 'new-order' });
+    const before = await orders();
+    applyHost('locked', 'nowrite', 'nowrite.extsvc.test', { name: 'nowrite-tls' });
+    // Positive signal: a retry after the backoff has run (the probe's own reason is on the Host).
+    const st = await waitUntil(
+      'Host locked/nowrite Error from the write probe',
+      async () => {
+        const s = await status('locked', 'nowrite');
+        return s?.['state'] === 'Error' && /no certificate is ordered/.test(s['errorReason'] ?? '')
+          ? s
+          : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    assert.match(
+      st['errorReason'] ?? '',
+      /^certificate store: cannot write Secret locked\/nowrite-tls: HTTP 403/,
+    );
+    assert.equal(await orders(), before, 'no order reached the CA');
+    assert.equal(await getSecret('locked', 'nowrite-tls'), undefined);
+  });
+
   it('unknown challenge tokens are answered from the watched index: zero ConfigMap GETs at the API server', async function () {
     this.timeout(60_000);
     const port = acme.ports.challenge as number;

@@ -13,7 +13,9 @@ export type AcmeErrorCode =
   /** The issued chain does not cover the names, does not match the key, or does not parse. */
   | 'ERR_CERT_INVALID'
   /** Writing the certificate or account failed. */
-  | 'ERR_STORE';
+  | 'ERR_STORE'
+  /** The certificate could not be stored (proved before ordering): no order is placed until it can. */
+  | 'ERR_STORE_UNWRITABLE';
 
 /** A failed issuance step. `message` is safe to show in Host status and logs (no key material). */
 export class AcmeError extends Error {

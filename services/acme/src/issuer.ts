@@ -375,6 +375,15 @@ export class Issuer {
     this.#phase(rt, 'DefaultsFilled', 'ACMEUserPrivateKeyCreated');
     log.info({ names: g.names, reason: this.#reason(rt) }, 'ordering certificate');
     try {
+      // Never spend a CA order that cannot be stored (Let's Encrypt: 5 duplicates a week, 300 new
+      // orders per 3 h): prove the write first; until it succeeds, each retry only probes again.
+      await certs.probeWrite?.(g.secret).catch((err: unknown) => {
+        throw new AcmeError(
+          'ERR_STORE_UNWRITABLE',
+          `certificate store: ${errorMessage(err)}; no certificate is ordered until it can be stored`,
+          { cause: err },
+        );
+      });
       const id = accountId(g.provider);
       const directoryUrl = g.provider.authority;
       const email = g.provider.email;
@@ -474,7 +483,9 @@ export class Issuer {
           code: err.code,
         })
         .catch(() => undefined);
-      this.#deps.onOrder?.(err.code === 'ERR_ACME_RATE_LIMITED' ? 'rate_limited' : 'failed', now - started);
+      // A refused store probe placed no order: not counted as one.
+      if (err.code !== 'ERR_STORE_UNWRITABLE')
+        this.#deps.onOrder?.(err.code === 'ERR_ACME_RATE_LIMITED' ? 'rate_limited' : 'failed', now - started);
       log.warn(
         {
           code: err.code,

@@ -41,6 +41,12 @@ export interface CertificateStore {
   read(secret: SecretRef): Promise<StoredCertificate | undefined>;
   /** Replaces the pair atomically: readers see the old pair or the new one, never a mix. */
   write(secret: SecretRef, cert: StoredCertificate): Promise<void>;
+  /**
+   * Optional: proves that `write(secret)` would be accepted (Kubernetes: a dry-run of the exact
+   * write) without changing anything; throws the reason when it would not. Called before every
+   * order, so a certificate that could not be stored is never ordered.
+   */
+  probeWrite?(secret: SecretRef): Promise<void>;
   /** Optional: the persisted failure record (Kubernetes mode keeps it in Host status instead). */
   readFailure?(secret: SecretRef): Promise<FailureRecord | undefined>;
   /** Optional: persists (or clears, with undefined) the failure record. */

@@ -127,6 +127,52 @@ export class KubeCertificateStore implements CertificateStore {
       );
   }
 
+  /**
+   * Proves the certificate write would be accepted: the same ownership check, then a server-side
+   * dry run (`dryRun=All`) of the write acme would do, so RBAC, admission and validation all answer
+   * without anything being stored.
+   */
+  async probeWrite(ref: SecretRef): Promise<void> {
+    const current = await this.#get(ref);
+    if (current) this.#check(ref, current);
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'kubernetes.io/tls',
+      metadata: { name: ref.name, namespace: ref.namespace, labels: { [MANAGED_BY_LABEL]: MANAGED_BY } },
+      data: { 'tls.crt': '', 'tls.key': '' },
+    };
+    try {
+      if (current)
+        await this.#apis.core.patchNamespacedSecret(
+          {
+            name: ref.name,
+            namespace: ref.namespace,
+            body,
+            fieldManager: FIELD_MANAGER,
+            force: true,
+            dryRun: 'All',
+          },
+          applyPatch,
+        );
+      else
+        await this.#apis.core.createNamespacedSecret({
+          namespace: ref.namespace,
+          body,
+          fieldManager: FIELD_MANAGER,
+          dryRun: 'All',
+        });
+    } catch (err) {
+      // A Secret created meanwhile is a write we would retry (409 on the dry-run create): fine.
+      if (statusOf(err) === 409) return;
+      throw new KubeStoreError(
+        'ERR_KUBE_API',
+        `cannot write Secret ${ref.namespace}/${ref.name}: ${apiErrorMessage(err)}`,
+        err,
+      );
+    }
+  }
+
   /** Why acme must not write the Secret (another manager owns it), or undefined when it may (or it is absent). */
   async refusal(ref: SecretRef): Promise<string | undefined> {
     const s = await this.#get(ref);
