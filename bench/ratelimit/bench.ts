@@ -22,6 +22,7 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     rounds: { type: 'string', default: '3' },
     'node-flags': { type: 'string' },
+    rate: { type: 'string', default: '2000' },
   },
 });
 
@@ -39,23 +40,28 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 10}
 `;
 
-/** The three cases: request body (ghz template: one key per worker). */
-const CASES: Record<string, unknown> = {
+/** The cases: request body (ghz template: one key per worker) and extra ghz arguments. */
+const CASES: Record<string, { body: unknown; args?: string[] }> = {
   'one descriptor, under the limit': {
-    domain: 'bench',
-    descriptors: [{ entries: [{ key: 'user', value: 'u{{.WorkerID}}' }] }],
+    body: { domain: 'bench', descriptors: [{ entries: [{ key: 'user', value: 'u{{.WorkerID}}' }] }] },
   },
   'three descriptors, under the limit': {
-    domain: 'bench',
-    descriptors: [
-      { entries: [{ key: 'a', value: 'u{{.WorkerID}}' }] },
-      { entries: [{ key: 'b', value: 'u{{.WorkerID}}' }] },
-      { entries: [{ key: 'c', value: 'u{{.WorkerID}}' }] },
-    ],
+    body: {
+      domain: 'bench',
+      descriptors: [
+        { entries: [{ key: 'a', value: 'u{{.WorkerID}}' }] },
+        { entries: [{ key: 'b', value: 'u{{.WorkerID}}' }] },
+        { entries: [{ key: 'c', value: 'u{{.WorkerID}}' }] },
+      ],
+    },
   },
   'mostly over the limit (local cache)': {
-    domain: 'bench',
-    descriptors: [{ entries: [{ key: 'over', value: 'u{{.WorkerID}}' }] }],
+    body: { domain: 'bench', descriptors: [{ entries: [{ key: 'over', value: 'u{{.WorkerID}}' }] }] },
+  },
+  // open loop at a fixed rate, a fresh key per request (latency at a normal load, not saturation)
+  [`fixed ${opt.rate} req/s, fresh key per request`]: {
+    body: { domain: 'bench', descriptors: [{ entries: [{ key: 'user', value: 'f{{.RequestNumber}}' }] }] },
+    args: ['--rps', opt.rate],
   },
 };
 
@@ -149,6 +155,8 @@ async function main(): Promise<void> {
     [...OURS_NODE_FLAGS, join(ROOT, 'services', 'ratelimit', 'src', 'main.ts')],
     {
       LOG_LEVEL: 'warn',
+      // exits at once on SIGTERM, so that a --cpu-prof in --node-flags is written
+      DRAIN_MS: '0',
       REDIS_URL: `127.0.0.1:${redisPort}`,
       CACHE_KEY_PREFIX: 'ts:',
       LOCAL_CACHE_SIZE_IN_BYTES: String(8 * 1024 * 1024),
@@ -170,9 +178,11 @@ async function main(): Promise<void> {
     { name: 'extsvc ratelimit', proc: ours, port: 38081 },
   ];
   const rows: string[] = [];
+  const loadBefore = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const rounds = Number(opt.rounds);
-  for (const [caseName, body] of Object.entries(CASES)) {
+  const idle = servers.map((s) => `${s.name} ${procStats(s.proc.pid!).rssMiB.toFixed(0)} MiB`).join(', ');
+  for (const [caseName, { body, args: extra = [] }] of Object.entries(CASES)) {
     if (opt.only && !caseName.includes(opt.only)) continue;
     const samples = new Map<
       string,
@@ -198,6 +208,7 @@ async function main(): Promise<void> {
           opt.connections,
           '-O',
           'json',
+          ...extra,
         ];
         // warm-up (also fills the local over-limit cache in the third case)
         execFileSync(opt.ghz, [...ghzArgs, '-z', '2s', `127.0.0.1:${s.port}`], { maxBuffer: 1 << 28 });
@@ -247,14 +258,17 @@ async function main(): Promise<void> {
     [
       `ghz -c ${opt.concurrency} --connections ${opt.connections} -z ${opt.duration}, ${rounds} alternating rounds (median shown, every round in brackets), same redis-server, ours with node ${OURS_NODE_FLAGS.join(' ') || '(no flags)'}, ${new Date().toISOString()}`,
       '',
+      `idle RSS before the load: ${idle}; load average before: ${loadBefore}, after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+      '',
       '| case | server | req/s | p50 ms | p99 ms | errors | Redis commands per request | CPU s per 1k req | peak RSS MiB |',
       '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...rows,
       '',
     ].join('\n'),
   );
+  const oursExited = new Promise((r) => ours.once('exit', r));
   for (const p of procs) p.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 500));
+  await Promise.race([oursExited, new Promise((r) => setTimeout(r, 5000))]);
   rmSync(dir, { recursive: true, force: true });
 }
 
