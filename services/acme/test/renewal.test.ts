@@ -50,4 +50,49 @@ describe('acme renewal scheduling', () => {
     assert.equal(formatDuration(1500), '2s');
     assert.equal(formatDuration(250), '250ms');
   });
+  it('picks inside the ARI window with the random draw; an inverted window is ignored', () => {
+    const policy = { fraction: 2 / 3, jitter: 0 };
+    const window = { start: cert.notBefore + 10 * DAY, end: cert.notBefore + 12 * DAY };
+    assert.equal(renewalTime(cert, policy, 0, window), window.start);
+    assert.equal(renewalTime(cert, policy, 0.75, window), cert.notBefore + 11.5 * DAY);
+    const instant = { start: cert.notBefore + 5 * DAY, end: cert.notBefore + 5 * DAY };
+    assert.equal(renewalTime(cert, policy, 0.9, instant), instant.start, 'a zero-length window is a time');
+    const inverted = { start: cert.notBefore + 12 * DAY, end: cert.notBefore + 10 * DAY };
+    assert.equal(renewalTime(cert, policy, 0.5, inverted), Math.floor(cert.notBefore + (lifetime * 2) / 3));
+    const fractional = { start: cert.notBefore + 0.4, end: cert.notBefore + 1.4 };
+    assert.equal(
+      renewalTime(cert, policy, 0.5, fractional),
+      cert.notBefore,
+      'whole milliseconds, rounded down',
+    );
+  });
+
+  it('treats a certificate that ends before it starts as expired at notBefore', () => {
+    const broken = { notBefore: cert.notAfter, notAfter: cert.notBefore };
+    assert.equal(renewalTime(broken, { fraction: 2 / 3, jitter: 0.1 }, 0.5), broken.notBefore);
+    assert.equal(renewalTime({ notBefore: 0, notAfter: 10 }, { fraction: 0.5, jitter: 0.1 }, 0.5), 4);
+  });
+
+  it('counts fewer than one failure as the first, and caps the exponent', () => {
+    const policy = { initialMs: 1000, maxMs: Number.MAX_VALUE };
+    assert.equal(backoffDelay(0, policy), 1000);
+    assert.equal(backoffDelay(-3, policy), 1000);
+    assert.equal(backoffDelay(41, policy), 1000 * 2 ** 40);
+    assert.equal(backoffDelay(1000, policy), 1000 * 2 ** 40);
+    assert.equal(backoffDelay(2, { initialMs: 1000, maxMs: 1500 }), 1500);
+    assert.equal(backoffDelay(2, policy, undefined), 2000);
+  });
+
+  it('formats every unit boundary as Go does', () => {
+    assert.equal(formatDuration(0), '0ms');
+    assert.equal(formatDuration(999.4), '999ms');
+    assert.equal(formatDuration(1000), '1s');
+    assert.equal(formatDuration(59_499), '59s');
+    assert.equal(formatDuration(59_500), '1m0s');
+    assert.equal(formatDuration(61_000), '1m1s');
+    assert.equal(formatDuration(3_600_000), '1h0m0s');
+    assert.equal(formatDuration(3_661_000), '1h1m1s');
+    assert.equal(formatDuration(7_260_000), '2h1m0s');
+    assert.equal(formatDuration(90_061_000), '25h1m1s');
+  });
 });
