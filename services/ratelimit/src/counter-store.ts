@@ -56,6 +56,10 @@ export function counterCost(key: string): number {
  *   into "allow everything"; never an eviction of live counters, which would let a client reset
  *   other clients' limits by flooding the store with fresh keys.
  * A check-only hit (addend 0) on an absent key reads 0 without creating it.
+ *
+ * A full store sweeps for expired counters only when one can have expired (the store keeps a lower
+ * bound of the earliest expiry) and at most once per `fullSweepMs`: a flood of fresh keys against
+ * a full store costs O(1) per refused key, not a walk over every counter (issue 18 review).
  */
 export class MemoryStore implements CounterStore {
   readonly kind = 'memory';
@@ -64,12 +68,25 @@ export class MemoryStore implements CounterStore {
   readonly #timer: NodeJS.Timeout;
   readonly #maxBytes: number;
   readonly #onFull: () => void;
+  readonly #fullSweepMs: number;
   #bytes = 0;
+  /** No counter expires before this (epoch ms): a lower bound, lowered on insert, exact after a sweep. */
+  #nextExpiry = Infinity;
+  /** When the last sweep ran (epoch ms). */
+  #lastSweep = -Infinity;
+  #sweeps = 0;
 
-  constructor(opts: { now: () => number; sweepMs?: number; maxBytes?: number; onFull?: () => void }) {
+  constructor(opts: {
+    now: () => number;
+    sweepMs?: number;
+    maxBytes?: number;
+    onFull?: () => void;
+    fullSweepMs?: number;
+  }) {
     this.#now = opts.now;
     this.#maxBytes = opts.maxBytes ?? MEMORY_STORE_MAX_BYTES;
     this.#onFull = opts.onFull ?? (() => undefined);
+    this.#fullSweepMs = opts.fullSweepMs ?? 1000;
     this.#timer = setInterval(() => this.#sweep(), opts.sweepMs ?? 10_000);
     this.#timer.unref();
   }
@@ -88,10 +105,14 @@ export class MemoryStore implements CounterStore {
     if (this.#counters.delete(key)) this.#bytes -= counterCost(key);
   }
 
-  /** Room for a new counter of `key`: after a sweep of expired counters when needed. */
-  #room(key: string): boolean {
+  /**
+   * Room for a new counter of `key`: after a sweep of expired counters when one can have expired
+   * and no sweep ran in the last `fullSweepMs`.
+   */
+  #room(key: string, now: number): boolean {
     const cost = counterCost(key);
     if (this.#bytes + cost <= this.#maxBytes) return true;
+    if (now < this.#nextExpiry || now - this.#lastSweep < this.#fullSweepMs) return false;
     this.#sweep();
     return this.#bytes + cost <= this.#maxBytes;
   }
@@ -105,11 +126,13 @@ export class MemoryStore implements CounterStore {
     }
     if (by === 0) return 0;
     if (cur) this.#delete(key);
-    if (!this.#room(key)) {
+    if (!this.#room(key, now)) {
       this.#onFull();
       return undefined;
     }
-    this.#counters.set(key, { value: by, expiresAt: now + ttlSeconds * 1000 });
+    const expiresAt = now + ttlSeconds * 1000;
+    if (expiresAt < this.#nextExpiry) this.#nextExpiry = expiresAt;
+    this.#counters.set(key, { value: by, expiresAt });
     this.#bytes += counterCost(key);
     return by;
   }
@@ -130,7 +153,19 @@ export class MemoryStore implements CounterStore {
 
   #sweep(): void {
     const now = this.#now();
-    for (const [k, v] of this.#counters) if (v.expiresAt <= now) this.#delete(k);
+    let next = Infinity;
+    for (const [k, v] of this.#counters) {
+      if (v.expiresAt <= now) this.#delete(k);
+      else if (v.expiresAt < next) next = v.expiresAt;
+    }
+    this.#nextExpiry = next;
+    this.#lastSweep = now;
+    this.#sweeps++;
+  }
+
+  /** Number of sweeps over every counter so far (periodic and full-store ones; tests). */
+  get sweeps(): number {
+    return this.#sweeps;
   }
 
   /** Number of counters held (tests, admin view). */

@@ -71,6 +71,67 @@ describe('ratelimit/counter-store MemoryStore', () => {
       await store.close();
     }
   });
+  it('a flood of fresh keys against a full store does not walk every counter per key', async () => {
+    let now = 0;
+    // room for 1000 counters; the periodic sweep is out of the way
+    const store = new MemoryStore({
+      now: () => now,
+      maxBytes: 1000 * counterCost('k0000'),
+      sweepMs: 3_600_000,
+    });
+    try {
+      await store.apply(Array.from({ length: 1000 }, (_, i) => op(`k${String(i).padStart(4, '0')}`)));
+      assert.equal(store.size, 1000);
+      assert.equal(store.sweeps, 0, 'no sweep while there was room');
+      // attack: 2000 fresh keys while full and nothing has expired yet. Before the fix each refused
+      // key swept the whole map (2000 sweeps over 1000 counters).
+      for (let i = 0; i < 2000; i++) assert.deepEqual(await store.apply([op(`f${i}`)]), [11]);
+      assert.equal(store.sweeps, 0, 'nothing can have expired: no sweep at all');
+      // the counters expire at 60 s: the first fresh key after that sweeps once and gets a counter
+      now = 60_000;
+      const after = await store.apply(
+        Array.from({ length: 500 }, (_, i) => op(`g${String(i).padStart(3, '0')}`)),
+      );
+      assert.deepEqual(after, Array(500).fill(1));
+      assert.equal(store.sweeps, 1);
+      assert.equal(store.size, 500);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a full store whose counters expire one by one sweeps at most once per fullSweepMs', async () => {
+    let now = 0;
+    const store = new MemoryStore({
+      now: () => now,
+      maxBytes: 100 * counterCost('k000'),
+      sweepMs: 3_600_000,
+      fullSweepMs: 1000,
+    });
+    try {
+      // 100 counters with a 1 s TTL created 1 ms apart: one expires every millisecond from 1 s on
+      for (let i = 0; i < 100; i++) {
+        now = i;
+        await store.apply([{ ...op(`k${String(i).padStart(3, '0')}`), ttlSeconds: 1 }]);
+      }
+      // attack: a fresh key every millisecond while full; each one could free a single counter
+      let admitted = 0;
+      for (let t = 1000; t < 1100; t++) {
+        now = t;
+        const [count] = await store.apply([
+          { ...op(`f${String(t - 1000).padStart(3, '0')}`), ttlSeconds: 1 },
+        ]);
+        if (count === 1) admitted++;
+      }
+      assert.equal(store.sweeps, 1, 'one sweep in the 100 ms, not one per fresh key');
+      assert.equal(admitted, 1, 'the sweep freed the one counter expired by then');
+      now = 2000; // past fullSweepMs: the next fresh key sweeps again and finds the expired ones
+      assert.deepEqual(await store.apply([op('late')]), [1]);
+      assert.equal(store.sweeps, 2);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('ratelimit/counter-store MemoryStore.peek', () => {
