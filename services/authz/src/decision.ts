@@ -135,6 +135,22 @@ export function cookieWithout(header: string, name: string): string | undefined 
   return kept.length === 0 ? undefined : kept.join('; ');
 }
 
+/**
+ * Every key of `query` as sent (`access_token`, `access%5Ftoken`, ...) that reads as `name` once
+ * percent-decoded, `name` itself always included: Envoy's query_parameters_to_remove compares the
+ * keys as they are on the wire, while the token was found by the decoded key.
+ */
+export function queryKeysNamed(query: string, name: string): string[] {
+  const keys = new Set([name]);
+  if (query !== '')
+    for (const pair of query.split('&')) {
+      const eq = pair.indexOf('=');
+      const k = eq === -1 ? pair : pair.slice(0, eq);
+      if (safeDecode(k) === name) keys.add(k);
+    }
+  return [...keys];
+}
+
 function safeDecode(s: string): string {
   try {
     return decodeURIComponent(s.replace(/\+/g, ' '));
@@ -394,7 +410,9 @@ function allowOf(
     for (const p of o.principals) {
       const c = p.credential;
       if (c.kind === 'header' && !set.has(c.name)) remove.add(c.name);
-      else if (c.kind === 'query') removeQuery.add(c.name);
+      else if (c.kind === 'query')
+        // Envoy removes by the key as sent: `access%5Ftoken` (read as access_token) must be named so.
+        for (const k of queryKeysNamed(splitTarget(req.path).query, c.name)) removeQuery.add(k);
       else if (c.kind === 'cookie') {
         // The Cookie header is rewritten without the token's cookie, or removed when nothing is left.
         const current = set.get('cookie') ?? (remove.has('cookie') ? undefined : req.headers['cookie']);
