@@ -48,6 +48,19 @@ if [ -x integration/kube/build.sh ]; then
   check helm-build bash integration/kube/build-helm.sh
 fi
 
+# --- containers (issue 12): a Docker engine for the image, compose and testcontainers suites
+# (integration/containers): the engine at DOCKER_HOST or the default socket, else a private dockerd started
+# here when running as root (deploy/images/engine.sh), stopped when this script exits.
+source deploy/images/engine.sh
+trap extsvc_engine_stop EXIT
+if extsvc_engine_start; then
+  check docker-images bash deploy/images/build.sh
+  check docker-compose-cli bash deploy/images/compose.sh
+else
+  echo "containers: image, compose and testcontainers suites skipped: $EXTSVC_ENGINE_NONE"
+fi
+# --- end containers
+
 mocha_suite() { # name, config, spec files...
   local name="$1" config="$2"; shift 2
   printf '\n=== %s\n' "$name"
@@ -65,6 +78,7 @@ mocha_suite() { # name, config, spec files...
 mocha_suite unit .mocharc.unit.json
 # The integration config names no spec, so `npx mocha --config .mocharc.integration.json <file>` runs one file.
 mocha_suite integration .mocharc.integration.json 'integration/**/*.test.ts'
+extsvc_engine_stop # --- containers: the private dockerd, if started above
 
 # Processes of THIS run only (EXTSVC_RUN_ID in their environment) that outlived the suites.
 check leftover-processes node scripts/leftovers.ts "$EXTSVC_RUN_ID" "$$" --kill
