@@ -78,7 +78,12 @@ describe('container: the extsvc-acme image with Pebble containers (testcontainer
     network = await new Network().start();
     acme = await serviceContainer(images.acme, {
       adminPort: 8090,
-      env: { HOSTS_FILE: '/config/hosts.yaml', ACME_CA_FILE: '/config/ca.pem', BACKOFF_INITIAL: '1s' },
+      env: {
+        HOSTS_FILE: '/config/hosts.yaml',
+        ACME_CA_FILE: '/config/ca.pem',
+        ALLOWED_AUTHORITIES: 'https://pebble:14000/dir',
+        BACKOFF_INITIAL: '1s',
+      },
       files: [
         { content: HOSTS, target: '/config/hosts.yaml' },
         { source: join(ROOT, 'deploy/compose/pebble/ca.pem'), target: '/config/ca.pem' },

@@ -71,17 +71,31 @@ describe('docker compose: docker-compose.yml up, curl through the Envoy containe
       PEBBLE_MANAGEMENT_PORT: String(ports.pebbleMgmt),
       EXTSVC_SUBNET: `172.30.${net}.0/24`,
       EXTSVC_ENVOY_IP: `172.30.${net}.10`,
-      ACME_HOSTS_FILE: '/pebble/hosts.yaml',
-      ACME_CA_FILE: '/pebble/ca.pem',
       ACME_BACKOFF_INITIAL: '2s', // acme may ask before Pebble or Envoy listen: retry soon
     };
     const [bin, ...pre] = cmd;
     compose = (args) =>
-      run(bin!, [...pre, '--env-file', images.envFile, '-p', project, '--profile', 'pebble', ...args], {
-        env,
-      });
+      run(
+        bin!,
+        // the local base images (if any), then the Pebble profile's acme settings, as the README says
+        [
+          ...pre,
+          '--env-file',
+          images.envFile,
+          '--env-file',
+          'deploy/compose/pebble/pebble.env',
+          '-p',
+          project,
+        ].concat(['--profile', 'pebble', ...args]),
+        { env },
+      );
     up = true; // from here on, `after` tears down whatever part came up
-    await compose(['up', '--detach', '--no-build', '--wait', '--wait-timeout', '300']);
+    try {
+      await compose(['up', '--detach', '--no-build', '--wait', '--wait-timeout', '300']);
+    } catch (err) {
+      process.stdout.write(await compose(['logs', '--no-color', '--tail', '30']).catch(String));
+      throw err;
+    }
     await waitUntil(
       'Envoy admin /ready',
       async () => (await fetch(`http://127.0.0.1:${ports.admin}/ready`)).status === 200,
@@ -92,9 +106,6 @@ describe('docker compose: docker-compose.yml up, curl through the Envoy containe
   after(async function () {
     this.timeout(5 * 60_000);
     if (!up) return;
-    const logs =
-      this.currentTest?.state === 'failed' ? await compose(['logs', '--no-color', '--tail', '40']) : '';
-    if (logs) process.stdout.write(logs);
     await compose(['down', '--volumes', '--remove-orphans', '--timeout', '10']);
   });
 
@@ -157,7 +168,7 @@ describe('docker compose: docker-compose.yml up, curl through the Envoy containe
     assert.equal(res.status, 404, res.body);
   });
 
-  it('--profile pebble: acme gets a certificate from Pebble and the Envoy container serves it on 8443', async function () {
+  it('--profile pebble: acme gets a certificate from Pebble, the Envoy container serves it on 8443 (401 without credentials there too)', async function () {
     this.timeout(5 * 60_000);
     const pebbleCa = readFileSync(join(ROOT, 'deploy/compose/pebble/ca.pem'), 'utf8');
     // The root that signs Pebble's certificates is generated at Pebble's start: its management API has it.
@@ -178,6 +189,10 @@ describe('docker compose: docker-compose.yml up, curl through the Envoy containe
     assert.equal(served.status, 200, served.body);
     assert.match(served.issuer, /Pebble/i);
     assert.equal((JSON.parse(served.body) as { path: string }).path, '/public/hello');
+    // The HTTPS listener carries ext_authz and ratelimit as the HTTP one does.
+    const anon = await tlsGet(ports.https, '/api/hello', 'example.test', root);
+    assert.equal(anon.status, 401, anon.body);
+    assert.match(served.headers.get('ratelimit-limit') ?? '', /^\d+$/);
   });
 
   it('down --volumes leaves no container, network or volume of the project', async function () {
