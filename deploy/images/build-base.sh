@@ -66,20 +66,25 @@ rootfs() {
   mmdebstrap "${args[@]}" "$SUITE" "$tar" - <<<"$sources" >&2
   local changes=(--change "LABEL extsvc.inputs=$inputs")
   for c in "$@"; do changes+=(--change "$c"); done
+  drop_old "$tag"
   docker import "${changes[@]}" "$tar" "$tag" >/dev/null
   rm -f "$tar"
 }
 
+# drop_old TAG: removes the image TAG names now (before a rebuild replaces it; kept while containers use it).
+drop_old() { docker image rm "$1" >/dev/null 2>&1 || true; }
+
 # build TAG INPUTS CONTEXT: docker build of the Dockerfile on stdin, labelled with its inputs.
 build() {
   local tag="$1" inputs="$2" ctx="$3"
+  drop_old "$tag"
   # The legacy builder (no buildx here) prints a deprecation notice on stderr: shown only on failure.
   DOCKER_BUILDKIT=0 docker build -q --label "extsvc.inputs=$inputs" -t "$tag" -f - "$ctx" >/dev/null 2>"$ctx/.err" \
     || { cat "$ctx/.err" >&2; return 1; }
 }
 # The inputs of an image built by this script: its parent image, the versions it installs, and this
 # script's text from the marker of its section to the next one (so editing one section rebuilds one image).
-section() { awk -v m="# --- $1" 'index($0, m) == 1 { on = 1; print; next } /^# --- / { on = 0 } on' "${BASH_SOURCE[0]}"; }
+section() { awk -v m="# --- $1" 'index($0, m) == 1 { on = 1; print; next } /^# ---/ { on = 0 } on' "${BASH_SOURCE[0]}"; }
 inputs() { { section "$1"; shift; printf '%s\n' "$@"; } | digest; }
 
 DEBIAN_IMAGE=extsvc-base/debian:$SUITE
@@ -205,7 +210,6 @@ EOF
 fi
 
 # ---
-docker image prune -f >/dev/null # the previous builds of these tags
 mkdir -p "$(dirname "$ENV_FILE")"
 cat >"$ENV_FILE" <<EOF
 NODE_IMAGE=$NODE_IMAGE

@@ -36,9 +36,13 @@ err="$(mktemp)"
 trap 'rm -f "$err"' EXIT
 for s in authz ratelimit acme; do
   log "extsvc-$s: docker build -f services/$s/Dockerfile ."
+  old=$(docker image inspect -f '{{ .Id }}' "extsvc-$s" 2>/dev/null || true)
   # The legacy builder (no buildx here) prints a deprecation notice on stderr: shown only on failure.
   DOCKER_BUILDKIT=0 docker build -q "${args[@]}" -f "services/$s/Dockerfile" -t "extsvc-$s" . >/dev/null 2>"$err" \
     || { cat "$err" >&2; exit 1; }
+  new=$(docker image inspect -f '{{ .Id }}' "extsvc-$s")
+  # The previous build, untagged now (kept while a container still uses it).
+  [ -z "$old" ] || [ "$old" = "$new" ] || docker image rm "$old" >/dev/null 2>&1 || true
   size=$(docker image inspect -f '{{ .Size }}' "extsvc-$s")
   if [ -z "$base_size" ]; then
     node_image=$(sed -n 's/^NODE_IMAGE=//p' "$EXTSVC_IMAGES_ENV")
