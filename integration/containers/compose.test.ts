@@ -101,6 +101,17 @@ describe('docker compose: docker-compose.yml up, curl through the Envoy containe
       async () => (await fetch(`http://127.0.0.1:${ports.admin}/ready`)).status === 200,
       { timeoutMs: 120_000, intervalMs: 500 },
     );
+    // Envoy opens its gRPC connections to authz and ratelimit on the first requests; on a busy machine those
+    // can exceed the filters' timeouts (ext_authz 0.5 s: 503; ratelimit 0.1 s: allowed without RateLimit
+    // headers). Wait until one request has gone through both.
+    await waitUntil(
+      'a first request through ext_authz and ratelimit',
+      async () => {
+        const res = await get('/public/hello');
+        return res.status === 200 && res.headers.get('ratelimit-limit') !== null;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
   });
 
   after(async function () {
