@@ -1,13 +1,15 @@
 // Issue 18 item 9, review: removeCredentials against a query-string token whose key is
 // percent-encoded. authz reads `access%5Ftoken` as access_token and authenticates with it, while
 // Envoy's query_parameters_to_remove compares keys as sent: before the fix the token reached the
-// upstream. Performed through the real Envoy (gRPC ext_authz), as the original finding was.
+// upstream. Also: Envoy's access log must not carry a query-string token. Performed through the real
+// Envoy (gRPC ext_authz), as the original finding was.
 import { describe, it, before } from 'mocha';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
+import { waitUntil } from '../harness/proc.ts';
 import { Stack, type EnvoyHandle } from '../harness/stack.ts';
 
 const HMAC = 'an-hmac-secret-that-is-32-bytes-long!';
@@ -66,4 +68,18 @@ rules:
       assert.equal(echo.path, '/legacy/x?keep=1');
       assert.ok(!r.body.includes(tok), 'the token reached the upstream');
     });
+
+  it("Envoy's access log has the path without the query string (a refused token is not logged)", async () => {
+    // A denied request keeps its query string (nothing is removed): the default format logged it.
+    const tok = await new SignJWT({ iss: 'legacy', sub: 'bob' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode('another-secret-that-is-32-bytes-long!'));
+    const path = `/legacy/logged-${process.pid}`;
+    assert.equal((await get(envoy.httpPort, `${path}?access_token=${tok}`)).status, 401);
+    await waitUntil('the access log line of the request', () => envoy.proc.logs().includes(path), {
+      timeoutMs: 30_000,
+    });
+    assert.ok(!envoy.proc.logs().includes(tok), 'the token is in the access log');
+  });
 });
