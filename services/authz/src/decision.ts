@@ -204,7 +204,10 @@ async function evalJwt(
       seen.add(k);
     }
   const found = extractToken(req, sources, query);
-  if (!found) return { kind: 'deny', reason: 'missing_credentials', challenge: 'bearer' };
+  if (!found)
+    return r.optional
+      ? { kind: 'allow', reason: 'anonymous', principals: [] }
+      : { kind: 'deny', reason: 'missing_credentials', challenge: 'bearer' };
   const v = await verifyToken(found.token, providers, deps);
   if (v.kind === 'error') return { kind: 'error' };
   if (v.kind === 'invalid') return { kind: 'deny', reason: v.reason, challenge: 'bearer' };

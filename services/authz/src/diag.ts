@@ -267,6 +267,7 @@ export function requirementText(r: Requirement): string {
       return `deny ${r.status}`;
     case 'jwt': {
       const parts = [`jwt(${r.providers.join(',')})`];
+      if (r.optional) parts.push('optional');
       if (r.audiences.length > 0) parts.push(`aud=${r.audiences.join(',')}`);
       if (r.scopes.length > 0) parts.push(`scopes=${r.scopes.join(' ')}`);
       if (r.claims.length > 0) parts.push(`claims: ${r.claims.map(claimText).join('; ')}`);

@@ -38,7 +38,7 @@ export const DenyReasons = {
 export type DenyReason = keyof typeof DenyReasons;
 
 /** Reasons for an allow (metrics label). */
-export type AllowReason = 'public' | 'jwt' | 'api_key' | 'cors_preflight';
+export type AllowReason = 'public' | 'jwt' | 'api_key' | 'cors_preflight' | 'anonymous';
 
 /** Reasons for an infrastructure error (Envoy's failure mode decides). */
 export type ErrorReason = 'keys_unavailable' | 'internal';

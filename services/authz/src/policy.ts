@@ -113,6 +113,8 @@ export type Requirement =
       readonly audiences: readonly string[];
       readonly scopes: readonly string[];
       readonly claims: readonly ClaimMatcher[];
+      /** No token: allowed as anonymous (no identity headers). A token that is present must be valid. */
+      readonly optional: boolean;
     }
   | { readonly kind: 'apiKey'; readonly sets: readonly string[]; readonly claims: readonly ClaimMatcher[] }
   | { readonly kind: 'anyOf' | 'allOf'; readonly of: readonly Requirement[] };
@@ -651,7 +653,7 @@ function parseRequirement(
         ctx.add(f, 'must be true or a mapping');
         return undefined;
       }
-      ctx.keys(j, f, ['providers', 'audiences', 'scopes', 'claims']);
+      ctx.keys(j, f, ['providers', 'audiences', 'scopes', 'claims', 'optional']);
       const names = ctx.strList(j['providers'], `${f}.providers`) ?? [...providers.keys()];
       if (names.length === 0) ctx.add(`${f}.providers`, 'no providers are configured');
       for (const n of names) if (!providers.has(n)) ctx.add(`${f}.providers`, `unknown provider '${n}'`);
@@ -665,6 +667,7 @@ function parseRequirement(
         audiences: ctx.strList(j['audiences'], `${f}.audiences`) ?? [],
         scopes,
         claims: parseClaims(ctx, j['claims'], `${f}.claims`),
+        optional: ctx.bool(j['optional'], `${f}.optional`, false),
       };
     }
     case 'apiKey': {

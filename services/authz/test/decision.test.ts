@@ -60,6 +60,9 @@ rules:
   - name: narrowed
     match: { pathPrefix: /narrowed }
     jwt: { providers: [corp], audiences: [admin-api] }
+  - name: maybe
+    match: { pathPrefix: /maybe }
+    jwt: { providers: [corp], optional: true }
   - name: api
     match: { pathPrefix: /api, methods: [GET, POST] }
     cors: { allowPreflight: true }
@@ -368,6 +371,25 @@ describe('decide', () => {
     assert.ok(d.removeHeaders.includes('x-auth-role'));
     assert.ok(!d.removeHeaders.includes('x-auth-user'));
     assert.ok(!d.removeHeaders.includes('x-authz'));
+  });
+
+  it('optional JWT: no token passes as anonymous, a present but invalid token is refused', async () => {
+    const anon = await run(req({ path: '/maybe/x', headers: { 'x-user-id': 'mallory' } }));
+    assert.ok(anon.kind === 'allow');
+    assert.equal(anon.reason, 'anonymous');
+    assert.deepEqual(anon.headers, []);
+    assert.ok(anon.removeHeaders.includes('x-user-id'), 'a spoofed identity header is still stripped');
+    const ok = await run(req({ path: '/maybe/x', headers: bearer(await good()) }));
+    assert.ok(ok.kind === 'allow');
+    assert.equal(Object.fromEntries(ok.headers)['x-user-id'], 'alice');
+    denied(await run(req({ path: '/maybe/x', headers: bearer('not-a-token') })), 401, 'malformed_token');
+    const expired = await good({ exp: nowSec() - 3600 });
+    denied(await run(req({ path: '/maybe/x', headers: bearer(expired) })), 401, 'token_expired');
+    denied(
+      await run(req({ path: '/maybe/x', headers: bearer(await good({ aud: 'x' })) })),
+      401,
+      'wrong_audience',
+    );
   });
 
   it('removes the credential header when removeCredentials is set', async () => {
