@@ -6,6 +6,8 @@ import { request } from 'node:http';
 import { connect, type Settings } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { AuthzClient } from './client.ts';
+import { Issuer } from './issuer.ts';
+import { writePolicy } from './policy.ts';
 import { join } from 'node:path';
 import { generateKeyPair, SignJWT } from 'jose';
 import { freePort, waitUntil } from '../harness/proc.ts';
@@ -389,6 +391,70 @@ describe('authz: HTTP checks without the configured path prefix (issue 10 item 4
     // With the prefix, the same request is decided by the policy.
     const direct = await fetch(`http://127.0.0.1:${authz.ports.http}/extauth/public/x`);
     assert.equal(direct.status, 200);
+  });
+});
+
+describe('authz: providers whose keys were never obtained (issue 17 item 4)', function () {
+  const stack = new Stack('authz-hardening-keys').install();
+  const issuer = new Issuer();
+  before(() => issuer.start());
+  after(() => issuer.stop());
+
+  interface Ready {
+    status: string;
+    components: Record<string, { ready: boolean; detail?: string }>;
+  }
+
+  it('shows on /readyz (not failing by default), in a metric and on /diag; --require-issuer-keys fails readiness until they load', async function () {
+    this.timeout(60_000);
+    issuer.mode.down = 'status';
+    const policy = writePolicy(stack.dir, issuer.issuer);
+    const relaxed = await stack.service('authz', {
+      args: ['--policy-file', policy],
+      env: { LOG_LEVEL: 'warn' },
+    });
+    await waitUntil(
+      'a failed fetch',
+      async () => (await relaxed.metric('authz_jwks_fetch_total', { result: 'error' })) >= 1,
+    );
+    const r = await relaxed.admin('/readyz');
+    assert.equal(r.status, 200, r.body);
+    const comp = (JSON.parse(r.body) as Ready).components['issuer-keys'];
+    assert.equal(comp?.ready, true);
+    assert.match(comp?.detail ?? '', /keys never obtained .*: main, huge, slow/);
+    assert.equal(await relaxed.metric('authz_issuer_keys_loaded', { provider: 'main' }), 0);
+    const diag = JSON.parse((await relaxed.admin('/diag.json')).body) as unknown;
+    assert.match(JSON.stringify(diag), /"main","http:\/\/127\.0\.0\.1:\d+","discovery [^"]+","error"/);
+
+    const strict = await stack.service('authz', {
+      args: ['--policy-file', policy, '--require-issuer-keys'],
+      env: { LOG_LEVEL: 'warn' },
+      readyPath: '/healthz',
+    });
+    await waitUntil(
+      'a failed fetch',
+      async () => (await strict.metric('authz_jwks_fetch_total', { result: 'error' })) >= 1,
+    );
+    const down = await strict.admin('/readyz');
+    assert.equal(down.status, 503);
+    assert.equal((JSON.parse(down.body) as Ready).components['issuer-keys']?.ready, false);
+    issuer.mode.down = false;
+    // huge and slow never load; a strict deployment lists only providers it can reach.
+    const reachable = join(stack.mkdir('reachable'), 'only-main.yaml');
+    writeFileSync(
+      reachable,
+      `providers:\n  main: { issuer: ${issuer.issuer}, keyCache: { failedRetry: 200ms } }\nrules: [ { jwt: true } ]\n`,
+    );
+    const recovering = await stack.service('authz', {
+      args: ['--policy-file', reachable, '--require-issuer-keys'],
+      env: { LOG_LEVEL: 'warn' },
+      readyPath: '/healthz',
+    });
+    await waitUntil(
+      'ready once the keys are loaded',
+      async () => (await recovering.admin('/readyz')).status === 200,
+    );
+    assert.equal(await recovering.metric('authz_issuer_keys_loaded', { provider: 'main' }), 1);
   });
 });
 

@@ -99,6 +99,12 @@ export const AUTHZ_OPTIONS = {
     default: 3_700_000,
     doc: "HTTP mode: idle keep-alive; longer than Envoy's upstream idle_timeout (1 h) so Envoy closes first.",
   },
+  'require-issuer-keys': {
+    kind: 'bool',
+    env: 'REQUIRE_ISSUER_KEYS',
+    default: false,
+    doc: "Readiness fails while a provider's keys were never obtained (default: reported on /readyz, not failing).",
+  },
   'diag-test-per-minute': {
     kind: 'int',
     env: 'DIAG_TEST_PER_MINUTE',

@@ -16,6 +16,8 @@ export interface AuthzMetrics {
   readonly reloads: Counter<'result'>;
   /** 1 when the last policy reload succeeded, 0 when the last good policy is kept after a failure. */
   readonly reloadOk: Gauge;
+  /** 1 when a provider's verification keys were obtained at least once, 0 while never. */
+  readonly issuerKeysLoaded: Gauge<'provider'>;
   /** Uses of the /diag test form by result (allow/deny/error/invalid/limited). */
   readonly diagTests: Counter<'result'>;
 }
@@ -59,6 +61,12 @@ export function createMetrics(registry: Registry): AuthzMetrics {
       name: 'authz_policy_reload_total',
       help: 'Policy reloads by result; on error the last good policy stays active.',
       labelNames: ['result'],
+      registers,
+    }),
+    issuerKeysLoaded: new Gauge({
+      name: 'authz_issuer_keys_loaded',
+      help: "1 when the provider's verification keys were obtained at least once (inline keys count), 0 while never: its tokens are denied keys_unavailable.",
+      labelNames: ['provider'],
       registers,
     }),
     diagTests: new Counter({

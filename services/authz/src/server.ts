@@ -107,11 +107,33 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     onFetch: (issuer, result) => {
       metrics.jwksFetches.inc({ issuer, result });
       fetchLog.record(issuer, result);
+      // The key store keeps the new keys right after this call returns.
+      setImmediate(() => keyHealth());
     },
     onCache: (hit) => metrics.tokenCache.inc({ result: hit ? 'hit' : 'miss' }),
   });
+  // Providers whose keys were never obtained: a readiness component (failing only with
+  // --require-issuer-keys), a gauge per provider, and the provider state on /diag.
+  const keyHealth = (): void => {
+    const status = authorizer.keyStatus();
+    const missing: string[] = [];
+    metrics.issuerKeysLoaded.reset();
+    for (const [name, p] of authorizer.policy.providers) {
+      if (p.keys.kind === 'none') continue; // HMAC only: nothing to obtain
+      const s = status[name] as { keys?: number; fetchedAt?: string } | undefined;
+      const loaded = p.keys.kind === 'inline' || s?.fetchedAt !== undefined;
+      metrics.issuerKeysLoaded.set({ provider: name }, loaded ? 1 : 0);
+      if (!loaded) missing.push(name);
+    }
+    const detail =
+      missing.length === 0
+        ? 'every provider has keys'
+        : `keys never obtained (tokens denied keys_unavailable): ${missing.join(', ')}`;
+    rt.health.set('issuer-keys', missing.length === 0 || !config.requireIssuerKeys, detail);
+  };
+  keyHealth();
   // Warm the key caches without blocking start-up: an issuer down at cold start must not stop authz.
-  void authorizer.warm();
+  void authorizer.warm().then(keyHealth);
 
   const observe: CheckObserver = (transport, d: Decision, startedNs) => {
     metrics.duration.observe({ transport }, Number(process.hrtime.bigint() - startedNs) / 1e9);
@@ -184,6 +206,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     try {
       const next = load();
       authorizer.replace(next);
+      keyHealth();
       metrics.reloads.inc({ result: 'ok' });
       metrics.reloadOk.set(1);
       lastReload = { ok: true, at: new Date().toISOString() };
