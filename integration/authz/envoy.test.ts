@@ -34,6 +34,11 @@ for (const mode of ['grpc', 'http'] as const) {
         AUTHZ_PATH_PREFIX: '/extauth',
         UPSTREAM_PORT: echo.port,
       });
+      // The first tests need the issuer's keys: wait for them instead of racing the background fetch.
+      await waitUntil(
+        'issuer keys loaded',
+        async () => (await authz.metric('authz_issuer_keys_loaded', { provider: 'main' })) === 1,
+      );
     });
     after(() => issuer.stop());
 
