@@ -458,6 +458,48 @@ describe('authz: providers whose keys were never obtained (issue 17 item 4)', fu
   });
 });
 
+for (const mode of ['grpc', 'http'] as const)
+  describe(`authz: optional JWT through Envoy, ${mode} mode (issue 17 item 3)`, function () {
+    const stack = new Stack(`authz-optional-${mode}`).install();
+    let envoy: EnvoyHandle;
+
+    before(async function () {
+      this.timeout(60_000);
+      const policy = join(stack.dir, 'optional.yaml');
+      writeFileSync(
+        policy,
+        `providers:
+  legacy: { issuer: legacy, hmacSecret: { value: ${HMAC} } }
+identity: { headers: { x-user-id: '{{ sub }}' } }
+rules:
+  - { name: maybe, match: { pathPrefix: /maybe }, jwt: { optional: true } }
+`,
+      );
+      const authz = await stack.service('authz', {
+        args: ['--policy-file', policy, '--http-path-prefix', '/extauth'],
+        env: { LOG_LEVEL: 'warn' },
+      });
+      envoy = await stack.envoy({
+        AUTHZ_GRPC: mode === 'grpc',
+        AUTHZ_GRPC_PORT: authz.ports.grpc ?? 0,
+        AUTHZ_HTTP_PORT: authz.ports.http ?? 0,
+        AUTHZ_PATH_PREFIX: '/extauth',
+        UPSTREAM_PORT: (await stack.echo()).port,
+      });
+    });
+
+    it('no token passes as anonymous (spoofed identity stripped), a bad token is refused, a good one identifies', async () => {
+      const anon = await rawGet(envoy.httpPort, '/maybe/x', { 'x-user-id': 'root' });
+      assert.equal(anon.status, 200, anon.body);
+      assert.equal((JSON.parse(anon.body) as Echo).headers['x-user-id'], undefined);
+      const bad = await rawGet(envoy.httpPort, '/maybe/x', { authorization: 'Bearer not.a.token' });
+      assert.equal(bad.status, 401, bad.body);
+      const good = await rawGet(envoy.httpPort, '/maybe/x', { authorization: `Bearer ${await hmacToken()}` });
+      assert.equal(good.status, 200, good.body);
+      assert.equal((JSON.parse(good.body) as Echo).headers['x-user-id'], 'bob');
+    });
+  });
+
 function hmacToken(): Promise<string> {
   return new SignJWT({ iss: 'legacy', sub: 'bob' })
     .setProtectedHeader({ alg: 'HS256' })
