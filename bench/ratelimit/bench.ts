@@ -23,6 +23,7 @@ const { values: opt } = parseArgs({
     rounds: { type: 'string', default: '3' },
     'node-flags': { type: 'string' },
     rate: { type: 'string', default: '2000' },
+    'ours-entry': { type: 'string' },
   },
 });
 
@@ -152,7 +153,7 @@ async function main(): Promise<void> {
   // the node flags of the service's Dockerfile ENTRYPOINT
   const ours = start(
     process.execPath,
-    [...OURS_NODE_FLAGS, join(ROOT, 'services', 'ratelimit', 'src', 'main.ts')],
+    [...OURS_NODE_FLAGS, opt['ours-entry'] ?? join(ROOT, 'services', 'ratelimit', 'src', 'main.ts')],
     {
       LOG_LEVEL: 'warn',
       // exits at once on SIGTERM, so that a --cpu-prof in --node-flags is written
