@@ -1,5 +1,6 @@
 import { registerDiag, type DiagSection, type DiagValue } from '@extsvc/common/diag';
 import type { HealthState } from '@extsvc/common/health';
+import { correlationOfHeaders } from '@extsvc/common/trace';
 import { DenyReasons } from './errors.ts';
 import type { AuthRequest, Decision } from './decision.ts';
 import type { HostMatcher, PathMatcher, Template } from './match.ts';
@@ -18,6 +19,10 @@ export interface DecisionRecord {
   readonly reason: string;
   /** HTTP status of a deny. */
   readonly status: number | undefined;
+  /** Envoy's x-request-id, when the request carried one. */
+  readonly requestId: string | undefined;
+  /** W3C or B3 trace id (32 hex digits), when the request carried one. */
+  readonly traceId: string | undefined;
 }
 
 const MAX_FIELD = 200;
@@ -39,9 +44,16 @@ export class RecentDecisions {
     this.#now = now;
   }
 
-  /** Keeps method, host, path (no query), result, rule, reason and status; nothing else of the request. */
-  record(req: Pick<AuthRequest, 'method' | 'host' | 'path'>, d: Decision): void {
+  /**
+   * Keeps method, host, path (no query), result, rule, reason, status, request id and trace id;
+   * nothing else of the request.
+   */
+  record(
+    req: Pick<AuthRequest, 'method' | 'host' | 'path'> & { readonly headers?: AuthRequest['headers'] },
+    d: Decision,
+  ): void {
     this.#total += 1;
+    const c = req.headers ? correlationOfHeaders(req.headers) : {};
     this.#items.push({
       at: new Date(this.#now()).toISOString(),
       method: clip(req.method.toUpperCase()),
@@ -51,6 +63,8 @@ export class RecentDecisions {
       rule: d.rule,
       reason: d.reason,
       status: d.kind === 'deny' ? d.status : undefined,
+      requestId: c.requestId,
+      traceId: c.traceId,
     });
     if (this.#items.length > this.#capacity) this.#items.shift();
   }
@@ -408,8 +422,14 @@ function rulesRows(policy: Policy): DiagValue[][] {
   return rows;
 }
 
+/** Filters of the recent decisions (query parameters `request_id` and `trace_id` of /diag). */
+export interface RecentFilter {
+  readonly requestId?: string | undefined;
+  readonly traceId?: string | undefined;
+}
+
 /** Builds the authz sections: summary, rules in order, providers with key state, API key sets, recent decisions, test form. */
-export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
+export function authzDiagSections(src: AuthzDiagSource, filter: RecentFilter = {}): DiagSection[] {
   const policy = src.policy();
   const status = src.keyStatus();
   const reload = src.reload?.();
@@ -465,9 +485,27 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
     k.keys.length,
     k.keys.map((x) => x.name).join(', '),
   ]);
+  const traceFilter = filter.traceId?.toLowerCase();
   const recent = src.recent
     .list()
-    .map((d): DiagValue[] => [d.at, d.result, d.method, d.host, d.path, d.rule, d.reason, d.status]);
+    .filter((d) => !filter.requestId || d.requestId === filter.requestId)
+    .filter((d) => !traceFilter || d.traceId === traceFilter)
+    .map((d): DiagValue[] => [
+      d.at,
+      d.result,
+      d.method,
+      d.host,
+      d.path,
+      d.rule,
+      d.reason,
+      d.status,
+      d.requestId,
+      d.traceId,
+    ]);
+  const filtered = [
+    filter.requestId ? `request id ${filter.requestId}` : '',
+    traceFilter ? `trace id ${traceFilter}` : '',
+  ].filter((f) => f !== '');
   return [
     { kind: 'kv', title: 'Policy', entries: summary },
     {
@@ -507,9 +545,20 @@ export function authzDiagSections(src: AuthzDiagSource): DiagSection[] {
     {
       kind: 'table',
       title: 'Recent decisions',
-      columns: ['time', 'result', 'method', 'host', 'path', 'rule', 'reason', 'status'],
+      columns: [
+        'time',
+        'result',
+        'method',
+        'host',
+        'path',
+        'rule',
+        'reason',
+        'status',
+        'request id',
+        'trace id',
+      ],
       rows: recent,
-      empty: 'no decisions yet',
+      empty: filtered.length > 0 ? `no recent decision with ${filtered.join(' and ')}` : 'no decisions yet',
     },
     {
       kind: 'form',
@@ -668,7 +717,8 @@ export function registerAuthzDiag(
     service: opts.service,
     version: opts.version,
     health: opts.health,
-    sections: () => authzDiagSections(opts.source),
+    sections: (query) =>
+      authzDiagSections(opts.source, { requestId: query['request_id'], traceId: query['trace_id'] }),
   });
   app.post(AUTHZ_TEST_PATH, async (req, reply) => {
     const wait = budget.take();

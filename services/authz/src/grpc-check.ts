@@ -76,8 +76,13 @@ export const INTERNAL_DENY: Extract<Decision, { kind: 'deny' }> = {
   }),
 };
 
-/** Observes a finished check (metrics, logs). */
-export type CheckObserver = (transport: 'grpc' | 'http', d: Decision, startedNs: bigint) => void;
+/** Observes a finished check (metrics, logs, decision log); `req` is absent when it was unreadable. */
+export type CheckObserver = (
+  transport: 'grpc' | 'http',
+  d: Decision,
+  startedNs: bigint,
+  req?: AuthRequest,
+) => void;
 
 /** The envoy.service.auth.v3.Authorization implementation. */
 export function checkImplementation(
@@ -105,7 +110,7 @@ export function checkImplementation(
           return INTERNAL_DENY;
         })
         .then((d) => {
-          observe('grpc', d, started);
+          observe('grpc', d, started, req);
           if (d.kind === 'error')
             cb({ code: GrpcStatus.UNAVAILABLE, details: 'authorization backend unavailable' });
           else cb(null, decisionToCheckResponse(d));

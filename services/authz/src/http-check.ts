@@ -191,7 +191,7 @@ export async function startHttpCheck(
           return INTERNAL_DENY;
         })
         .then((d) => {
-          observe('http', d, started);
+          observe('http', d, started, auth);
           try {
             send(res, d, opts.upstreamHeaders);
           } catch (err) {
@@ -224,7 +224,7 @@ export async function startHttpCheck(
         return INTERNAL_DENY;
       })
       .then((d) => {
-        observe('http', d, started);
+        observe('http', d, started, auth);
         socket.end(rawResponse(d, opts.upstreamHeaders));
       })
       .catch((err: unknown) => {

@@ -4,6 +4,7 @@ import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
+import { correlationFields, correlationOfHeaders } from '@extsvc/common/trace';
 import { watchPaths, type Watcher } from '@extsvc/common/watch';
 import { Authorizer } from './authorizer.ts';
 import { AUTHZ_OPTIONS, type AuthzConfig } from './config.ts';
@@ -135,15 +136,24 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   // Warm the key caches without blocking start-up: an issuer down at cold start must not stop authz.
   void authorizer.warm().then(keyHealth);
 
-  const observe: CheckObserver = (transport, d: Decision, startedNs) => {
+  const observe: CheckObserver = (transport, d: Decision, startedNs, req) => {
     metrics.duration.observe({ transport }, Number(process.hrtime.bigint() - startedNs) / 1e9);
     metrics.decisions.inc({ transport, result: d.kind, reason: d.reason, rule: d.rule });
     metrics.checks.inc({ transport, result: d.kind });
-    // Per-request denies are counted in metrics and logged at debug (a token flood must not flood the logs);
-    // errors are rare and infrastructure-related, so they are logged at warn. Never token contents.
-    if (d.kind === 'deny') log.debug({ transport, reason: d.reason, rule: d.rule }, 'denied');
-    else if (d.kind === 'error')
-      log.warn({ transport, reason: d.reason, rule: d.rule }, 'check failed: Envoy failure mode applies');
+    // Per-request denies (and allows) are counted in metrics and logged at debug (a token flood must not
+    // flood the logs); errors are rare and infrastructure-related, so they are logged at warn. Each line
+    // carries Envoy's x-request-id and the trace id to join it with the access log. Never token contents.
+    if (d.kind === 'error' || log.isLevelEnabled('debug')) {
+      const fields = {
+        transport,
+        reason: d.reason,
+        rule: d.rule,
+        ...(req ? correlationFields(correlationOfHeaders(req.headers)) : {}),
+      };
+      if (d.kind === 'deny') log.debug(fields, 'denied');
+      else if (d.kind === 'allow') log.debug(fields, 'allowed');
+      else log.warn(fields, 'check failed: Envoy failure mode applies');
+    }
   };
   // /diag wiring: real decisions go to the recent-decisions ring; the test form calls authorizer.decide directly.
   const recent = new RecentDecisions();

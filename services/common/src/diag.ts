@@ -213,6 +213,17 @@ export function diagHeader(
   };
 }
 
+/** Fastify's parsed query as string values (a repeated parameter keeps its first value). */
+function queryRecord(query: unknown): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  if (query === null || typeof query !== 'object') return out;
+  for (const [k, v] of Object.entries(query as Record<string, unknown>)) {
+    const s: unknown = Array.isArray(v) ? v[0] : v;
+    if (typeof s === 'string') out[k] = s;
+  }
+  return out;
+}
+
 /** Registers GET /diag (HTML) and GET /diag.json on an admin server. */
 export function registerDiag(
   app: FastifyInstance,
@@ -220,15 +231,18 @@ export function registerDiag(
     service: string;
     version: string;
     health: HealthState;
-    sections: () => readonly DiagSection[] | Promise<readonly DiagSection[]>;
+    /** Builds the sections; `query` is the page's query string (filters such as `request_id`). */
+    sections: (
+      query: Readonly<Record<string, string | undefined>>,
+    ) => readonly DiagSection[] | Promise<readonly DiagSection[]>;
   },
 ): void {
-  const build = async (): Promise<DiagDocument> => ({
+  const build = async (query: unknown): Promise<DiagDocument> => ({
     header: diagHeader(opts.service, opts.version, opts.health),
-    sections: await opts.sections(),
+    sections: await opts.sections(queryRecord(query)),
   });
-  app.get('/diag.json', async () => build());
-  app.get('/diag', async (_req, reply) =>
+  app.get('/diag.json', async (req) => build(req.query));
+  app.get('/diag', async (req, reply) =>
     reply
       .header('content-type', 'text/html; charset=utf-8')
       .header('cache-control', 'no-store')
@@ -236,6 +250,6 @@ export function registerDiag(
         'content-security-policy',
         "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'",
       )
-      .send(renderDiagHtml(await build())),
+      .send(renderDiagHtml(await build(req.query))),
   );
 }

@@ -28,6 +28,7 @@ import { dumpRuleSet } from './rules.ts';
 import { RateLimitService } from './service.ts';
 import { fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
 import { registerRatelimitDiag } from './diag.ts';
+import { answerFields, callCorrelation } from './answer-log.ts';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
 
 /** A running ratelimit service. */
@@ -244,10 +245,20 @@ export async function start(
               (r) => {
                 metrics.requestDone(r.overallCode);
                 cb(null, r);
+                // Per-request answers are logged at debug only (an over-limit flood must not flood the logs).
+                if (log.isLevelEnabled('debug'))
+                  log.debug(
+                    { ...callCorrelation(call.metadata), ...answerFields(call.request, r) },
+                    r.overallCode === 'OVER_LIMIT' ? 'over limit' : 'within limit',
+                  );
               },
               (err: unknown) => {
                 metrics.requestDone('ERROR');
-                log.debug({ err }, 'ShouldRateLimit failed');
+                if (log.isLevelEnabled('debug'))
+                  log.debug(
+                    { err, ...callCorrelation(call.metadata), ...answerFields(call.request, undefined) },
+                    'ShouldRateLimit failed',
+                  );
                 cb(grpcError(err));
               },
             );
