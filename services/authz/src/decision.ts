@@ -366,6 +366,25 @@ export function denyOf(policy: Policy, rule: string, o: Extract<Outcome, { kind:
   return { kind: 'deny', reason: o.reason, rule, status, headers, body };
 }
 
+/** Every place the requirement reads a credential from: its providers' token sources, its key sets' headers. */
+function credentialSources(r: Requirement, policy: Policy): TokenSource[] {
+  switch (r.kind) {
+    case 'jwt':
+      return r.providers.flatMap((n) => policy.providers.get(n)?.sources ?? []);
+    case 'apiKey':
+      return r.sets.flatMap((n) => {
+        const set = policy.apiKeySets.get(n);
+        return set ? [{ kind: 'header' as const, name: set.header, prefix: set.prefix }] : [];
+      });
+    case 'anyOf':
+    case 'allOf':
+      return r.of.flatMap((sub) => credentialSources(sub, policy));
+    case 'public':
+    case 'deny':
+      return [];
+  }
+}
+
 function isPreflight(req: AuthRequest): boolean {
   return (
     req.method === 'OPTIONS' &&
@@ -409,13 +428,20 @@ function allowOf(
     for (const h of Object.keys(req.headers))
       if (!set.has(h) && policy.reservedHeaderPrefixes.some((p) => h.startsWith(p))) remove.add(h);
   const removeQuery = new Set<string>();
-  if (rule.identity.removeCredentials)
-    for (const p of o.principals) {
-      const c = p.credential;
+  if (rule.identity.removeCredentials) {
+    const query = splitTarget(req.path).query;
+    // Every credential the rule could read goes, not only the one that decided: a second token
+    // (another source of the provider, a key of an anyOf branch that did not decide) is still a secret.
+    const sources = [
+      ...o.principals.map((p) => p.credential),
+      ...credentialSources(rule.requirement, policy),
+    ];
+    for (const c of sources) {
+      if (extractToken(req, [c], query) === undefined) continue;
       if (c.kind === 'header' && !set.has(c.name)) remove.add(c.name);
       else if (c.kind === 'query')
         // Envoy removes by the key as sent: `access%5Ftoken` (read as access_token) must be named so.
-        for (const k of queryKeysNamed(splitTarget(req.path).query, c.name)) removeQuery.add(k);
+        for (const k of queryKeysNamed(query, c.name)) removeQuery.add(k);
       else if (c.kind === 'cookie') {
         // The Cookie header is rewritten without the token's cookie, or removed when nothing is left.
         const current = set.get('cookie') ?? (remove.has('cookie') ? undefined : req.headers['cookie']);
@@ -426,6 +452,7 @@ function allowOf(
         } else set.set('cookie', rest);
       }
     }
+  }
   const metadata: Record<string, string> = { policy: policyName, rule: rule.name, auth: o.reason };
   for (const k of ['sub', 'iss', 'api_key'] as const) {
     const v = claims[k];
