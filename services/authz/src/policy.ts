@@ -124,7 +124,7 @@ export interface IdentitySettings {
   readonly headers: ReadonlyArray<{ readonly name: string; readonly template: Template }>;
   /** Header carrying the verified JWT payload as base64url JSON. */
   readonly payloadHeader: string | undefined;
-  /** Remove the credential (Authorization, token header, API key header) before the upstream. */
+  /** Remove every credential the rule reads (its providers' token sources, its key sets' headers) before the upstream. */
   readonly removeCredentials: boolean;
 }
 
