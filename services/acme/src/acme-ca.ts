@@ -3,12 +3,12 @@ import { X509Certificate } from 'node:crypto';
 import { Agent } from 'node:https';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { Client, axios as acmeAxios, crypto as acmeCrypto } from 'acme-client';
-import type { Authorization } from 'acme-client';
+import type { Authorization, Order } from 'acme-client';
 import { errorMessage } from '@extsvc/common/errors';
 import type { AccountParams, CaClient, ChallengeHooks } from './ca.ts';
 import { splitPemChain } from './certs.ts';
 import { AcmeError } from './errors.ts';
-import type { RenewalWindow } from './renewal.ts';
+import type { RenewalInfo } from './renewal.ts';
 
 /** Options of the acme-client adapter. */
 export interface AcmeCaOptions {
@@ -51,6 +51,43 @@ export function parseRetryAfter(value: unknown, now: number): number | undefined
 }
 
 const PROBLEM = 'urn:ietf:params:acme:error:';
+
+/** What the client reads from an ACME directory. */
+interface Directory {
+  /** When it was read, epoch ms. */
+  readonly at: number;
+  /** ARI base URL (RFC 9773), absent when the CA has no ARI. */
+  readonly renewalInfo?: string;
+  /** Profile names of `meta.profiles` (draft-ietf-acme-profiles), empty when none. */
+  readonly profiles: readonly string[];
+}
+
+/** Reads the renewalInfo URL and the advertised profiles of a directory object. */
+export function readDirectory(data: unknown, at: number): Directory {
+  const d = typeof data === 'object' && data !== null ? (data as Record<string, unknown>) : {};
+  const url = d['renewalInfo'];
+  const meta = d['meta'];
+  const profiles =
+    typeof meta === 'object' && meta !== null ? (meta as Record<string, unknown>)['profiles'] : undefined;
+  return {
+    at,
+    ...(typeof url === 'string' ? { renewalInfo: url } : {}),
+    profiles:
+      typeof profiles === 'object' && profiles !== null && !Array.isArray(profiles)
+        ? Object.keys(profiles).sort()
+        : [],
+  };
+}
+
+/** True when the CA answered a `replaces` order with a problem (not a rate limit, not a lost account). */
+function replacementRefused(err: unknown): boolean {
+  return (
+    err instanceof AcmeError &&
+    err.problemType !== undefined &&
+    err.code !== 'ERR_ACME_RATE_LIMITED' &&
+    err.code !== 'ERR_ACME_ACCOUNT'
+  );
+}
 
 function classify(err: unknown, ctx: StepContext): AcmeError {
   if (err instanceof AcmeError) return err;
@@ -175,8 +212,17 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
       throw err;
     },
   );
-  // The renewalInfo URL per directory, refreshed daily (one GET for all stored certificates).
-  const directories = new Map<string, { at: number; renewalInfo?: string }>();
+  // What the issuer needs from each directory (renewalInfo URL, advertised profiles), refreshed daily:
+  // one GET for all stored certificates.
+  const directories = new Map<string, Directory>();
+  const directory = async (url: string, fresh = false): Promise<Directory> => {
+    const cached = directories.get(url);
+    if (cached && !fresh && Date.now() - cached.at <= 86_400_000) return cached;
+    const dir = await step('directory', () => acmeAxios.get<Record<string, unknown>>(url));
+    const info = readDirectory(dir.data, Date.now());
+    directories.set(url, info);
+    return info;
+  };
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -264,9 +310,43 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
 
     async order(req) {
       const c = client(req.account);
-      const order = await step('new-order', () =>
-        c.createOrder({ identifiers: req.names.map((value) => ({ type: 'dns', value })) }),
-      );
+      const needDirectory = req.profile !== undefined || req.replaces !== undefined;
+      let dir = needDirectory ? await directory(req.account.directoryUrl) : undefined;
+      if (req.profile !== undefined && !dir?.profiles.includes(req.profile)) {
+        // A day-old directory may predate a new profile: look again before refusing.
+        dir = await directory(req.account.directoryUrl, true);
+        if (!dir.profiles.includes(req.profile))
+          throw new AcmeError(
+            'ERR_ACME_PROFILE',
+            `certificate profile "${req.profile}" is not offered by ${req.account.directoryUrl} (${
+              dir.profiles.length > 0
+                ? `its directory advertises: ${dir.profiles.join(', ')}`
+                : 'its directory advertises no profiles'
+            })`,
+          );
+      }
+      // RFC 9773 §5: `replaces` only to a CA that implements ARI.
+      const replaces =
+        req.replaces !== undefined && dir?.renewalInfo !== undefined ? ariCertId(req.replaces) : undefined;
+      const payload = {
+        identifiers: req.names.map((value) => ({ type: 'dns', value })),
+        ...(req.profile !== undefined ? { profile: req.profile } : {}),
+      };
+      // acme-client 5.4 types newOrder without `profile` and `replaces`; it sends the payload as given.
+      const create = (p: object): Promise<Order> =>
+        step('new-order', () => c.createOrder(p as Parameters<Client['createOrder']>[0]));
+      let order: Order;
+      if (replaces === undefined) order = await create(payload);
+      else {
+        try {
+          order = await create({ ...payload, replaces });
+        } catch (err) {
+          // The CA refused the replacement (alreadyReplaced after an earlier failed attempt, a
+          // certificate it does not know): a plain order still renews, only without the exemption.
+          if (!replacementRefused(err)) throw err;
+          order = await create(payload);
+        }
+      }
       if (order.status === 'invalid')
         throw new AcmeError('ERR_ACME_ORDER', 'the CA created the order as invalid');
       const authzs = await step('authorizations', () => c.getAuthorizations(order));
@@ -284,14 +364,7 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
     async renewalInfo(directoryUrl, chainPem) {
       const certId = ariCertId(chainPem);
       if (!certId) return undefined;
-      let cached = directories.get(directoryUrl);
-      if (!cached || Date.now() - cached.at > 86_400_000) {
-        const dir = await step('directory', () => acmeAxios.get<Record<string, unknown>>(directoryUrl));
-        const url = dir.data['renewalInfo'];
-        cached = { at: Date.now(), ...(typeof url === 'string' ? { renewalInfo: url } : {}) };
-        directories.set(directoryUrl, cached);
-      }
-      const base = cached.renewalInfo;
+      const base = (await directory(directoryUrl)).renewalInfo;
       if (base === undefined) return undefined;
       const resp = await step('renewal-info', () =>
         acmeAxios.get<{ suggestedWindow?: { start?: string; end?: string } }>(
@@ -302,8 +375,9 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
       const start = Date.parse(resp.data.suggestedWindow?.start ?? '');
       const end = Date.parse(resp.data.suggestedWindow?.end ?? '');
       if (Number.isNaN(start) || Number.isNaN(end) || end < start) return undefined;
-      const window: RenewalWindow = { start, end };
-      return window;
+      const retryAfterMs = parseRetryAfter(resp.headers['retry-after'], Date.now());
+      const info: RenewalInfo = { start, end, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+      return info;
     },
 
     async close() {

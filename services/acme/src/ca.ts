@@ -1,4 +1,4 @@
-import type { RenewalWindow } from './renewal.ts';
+import type { RenewalInfo } from './renewal.ts';
 
 /** An ACME account as the CA client needs it. */
 export interface AccountParams {
@@ -43,11 +43,22 @@ export interface CaClient {
     readonly names: readonly string[];
     readonly keyPem: string;
     readonly hooks: ChallengeHooks;
-    /** The chain being renewed, for ARI `replaces` (when the CA supports it). */
+    /**
+     * The chain being renewed: its ARI CertID is sent as `replaces` (RFC 9773 §5) when the CA's
+     * directory offers renewalInfo; a CA that refuses the replacement gets a plain order instead.
+     */
     readonly replaces?: string;
+    /**
+     * Certificate profile to request (the newOrder `profile` field). Must be one the directory's
+     * `meta.profiles` advertises, else the order is not placed (AcmeError ERR_ACME_PROFILE).
+     */
+    readonly profile?: string;
   }): Promise<string>;
-  /** The CA's suggested renewal window for a chain (RFC 9773), undefined when the CA has no ARI. */
-  renewalInfo(directoryUrl: string, chainPem: string): Promise<RenewalWindow | undefined>;
+  /**
+   * The CA's suggested renewal window for a chain (RFC 9773) with its Retry-After, undefined when
+   * the CA has no ARI.
+   */
+  renewalInfo(directoryUrl: string, chainPem: string): Promise<RenewalInfo | undefined>;
   /** Releases connections. */
   close(): Promise<void>;
 }

@@ -117,6 +117,23 @@ export const ACME_OPTIONS = {
     default: true,
     doc: 'Use the CA renewal window (RFC 9773 ARI) when its directory offers renewalInfo.',
   },
+  'ari-poll-min': {
+    kind: 'duration',
+    env: 'ARI_POLL_MIN',
+    default: 600_000,
+    doc: "Shortest delay between two ARI renewalInfo requests for one certificate (the CA's Retry-After is clamped to it).",
+  },
+  'ari-poll-max': {
+    kind: 'duration',
+    env: 'ARI_POLL_MAX',
+    default: 86_400_000,
+    doc: 'Longest delay between two ARI renewalInfo requests (also used when the CA sends no Retry-After).',
+  },
+  'default-profile': {
+    kind: 'string',
+    env: 'DEFAULT_PROFILE',
+    doc: "Certificate profile (e.g. classic, tlsserver, shortlived) of Hosts that name none; the CA must advertise it in meta.profiles. Unset: the CA's default.",
+  },
   'backoff-initial': {
     kind: 'duration',
     env: 'BACKOFF_INITIAL',
@@ -307,6 +324,13 @@ export function loadConfig(
     problems.push({
       field: '--key-file-mode',
       message: `must be an octal mode readable by the owner, got '${o.keyFileMode}'`,
+    });
+  if (o.ariPollMax < o.ariPollMin)
+    problems.push({ field: '--ari-poll-max', message: 'must be >= --ari-poll-min' });
+  if (o.defaultProfile !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(o.defaultProfile))
+    problems.push({
+      field: '--default-profile',
+      message: `must be a profile name (letters, digits, . _ -), got '${o.defaultProfile}'`,
     });
   if (o.backoffMax < o.backoffInitial)
     problems.push({ field: '--backoff-max', message: 'must be >= --backoff-initial' });

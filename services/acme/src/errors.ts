@@ -6,6 +6,8 @@ export type AcmeErrorCode =
   | 'ERR_ACME_RATE_LIMITED'
   /** The account is unknown to the CA (lost, or the CA was reset): register again. */
   | 'ERR_ACME_ACCOUNT'
+  /** The Host asks for a certificate profile the CA's directory does not advertise (meta.profiles). */
+  | 'ERR_ACME_PROFILE'
   /** The order became invalid (a challenge failed at the CA) or the CA refused it. */
   | 'ERR_ACME_ORDER'
   /** Our own HTTP-01 self-check could not fetch the token through the configured address. */

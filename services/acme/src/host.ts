@@ -28,7 +28,17 @@ export interface AcmeProvider {
   readonly email?: string;
   /** Where the account key lives (default derived from authority and email). */
   readonly privateKeySecret?: SecretRef;
+  /** Certificate profile to ask the CA for (annotation acme.extsvc.dev/profile); absent: the default. */
+  readonly profile?: string;
 }
+
+/**
+ * Host annotation naming the certificate profile (`classic`, `shortlived`...). An annotation, so
+ * that Emissary's Host schema needs no new field; file mode also reads `spec.acmeProvider.profile`.
+ */
+export const PROFILE_ANNOTATION = 'acme.extsvc.dev/profile';
+
+const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Where a Host came from: file and document index, for messages. */
 export interface HostOrigin {
@@ -222,6 +232,20 @@ export function parseHost(
       privateKeySecret = { namespace, name: pks['name'] };
     }
   }
+  const annotations = isRecord(meta['annotations']) ? meta['annotations'] : {};
+  const byAnnotation = annotations[PROFILE_ANNOTATION];
+  const bySpec = p['profile'];
+  if (byAnnotation !== undefined && (typeof byAnnotation !== 'string' || !PROFILE_NAME.test(byAnnotation)))
+    return invalid(
+      `metadata.annotations["${PROFILE_ANNOTATION}"] must be a profile name (letters, digits, . _ -)`,
+    );
+  if (bySpec !== undefined && (typeof bySpec !== 'string' || !PROFILE_NAME.test(bySpec)))
+    return invalid('spec.acmeProvider.profile must be a profile name (letters, digits, . _ -)');
+  if (byAnnotation !== undefined && bySpec !== undefined && byAnnotation !== bySpec)
+    return invalid(
+      `metadata.annotations["${PROFILE_ANNOTATION}"] "${byAnnotation}" and spec.acmeProvider.profile "${bySpec}" differ; name the profile once`,
+    );
+  const profile = byAnnotation ?? bySpec;
   return {
     kind: 'acme',
     key,
@@ -232,6 +256,7 @@ export function parseHost(
       authority,
       ...(typeof email === 'string' ? { email } : {}),
       ...(privateKeySecret ? { privateKeySecret } : {}),
+      ...(typeof profile === 'string' ? { profile } : {}),
     },
     tlsSecret,
     origin,
@@ -316,13 +341,14 @@ const providerId = (p: AcmeProvider): string =>
     p.email ?? '',
     p.privateKeySecret?.namespace ?? '',
     p.privateKeySecret?.name ?? '',
+    p.profile ?? '',
   ]);
 
 // Hosts of different namespaces never share a certificate, whatever their tlsSecret says.
 const groupKey = (h: ValidHost): string => `${h.namespace}/${(h.tlsSecret as SecretRef).name}`;
 
 /**
- * Hosts sharing a tlsSecret must name the same acmeProvider (authority, email, privateKeySecret).
+ * Hosts sharing a tlsSecret must name the same acmeProvider (authority, email, privateKeySecret, profile).
  * When they do not, every one of them becomes invalid, naming the others: no vote, so one Host
  * can never choose the CA or the account of another Host's certificate.
  */
@@ -338,7 +364,7 @@ export function rejectProviderConflicts(hosts: readonly ParsedHost[]): ParsedHos
   for (const [key, members] of byKey) {
     const ids = new Set(members.map((h) => providerId(h.acme as AcmeProvider)));
     if (ids.size < 2) continue;
-    const fields = (['authority', 'email', 'privateKeySecret'] as const).filter(
+    const fields = (['authority', 'email', 'privateKeySecret', 'profile'] as const).filter(
       (f) => new Set(members.map((h) => JSON.stringify(h.acme?.[f] ?? null))).size > 1,
     );
     for (const h of members) {

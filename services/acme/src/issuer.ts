@@ -18,12 +18,16 @@ import {
   type ParsedHost,
   groupHosts,
   nameEncode,
+  normalizeAuthority,
   rejectProviderConflicts,
 } from './host.ts';
 import {
+  type AriPollPolicy,
   type BackoffPolicy,
   type RenewalPolicy,
   type RenewalWindow,
+  DEFAULT_ARI_POLL,
+  ariPollDelay,
   backoffDelay,
   formatDuration,
   renewalTime,
@@ -61,6 +65,12 @@ export interface HostStatus {
   readonly temporaryCertificate?: boolean;
   /** Something the operator should know that does not block issuance. */
   readonly warning?: string;
+  /** Certificate profile asked for (the Host's, else --default-profile). */
+  readonly profile?: string;
+  /** The CA's current ARI suggested window, ISO 8601. */
+  readonly renewalWindow?: { readonly start: string; readonly end: string };
+  /** Next ARI renewalInfo request, ISO 8601. */
+  readonly nextRenewalInfoCheck?: string;
 }
 
 /** Time source and timers, injected (tests freeze and advance time). */
@@ -96,6 +106,10 @@ export interface IssuerOptions {
   readonly challengeTtlMs: number;
   /** Use ARI windows when the CA offers them. */
   readonly ari: boolean;
+  /** Bounds of the renewalInfo polling per certificate (Retry-After clamped to them); default DEFAULT_ARI_POLL. */
+  readonly ariPoll?: AriPollPolicy;
+  /** Certificate profile of Hosts that name none; undefined: the CA's default. */
+  readonly defaultProfile?: string;
   /** Longest wait between two scheduler wake-ups, ms (bounds clock jumps). */
   readonly maxSleepMs: number;
 }
@@ -120,7 +134,14 @@ interface GroupRuntime {
   group: CertGroup;
   loaded: boolean;
   cert?: CertificateInfo & { temporary: boolean };
+  /** The stored chain (public) and the CA that issued it: ARI requests and `replaces`. */
+  chainPem?: string;
+  authority?: string;
   window?: RenewalWindow;
+  /** Next renewalInfo request, epoch ms (undefined: none planned). */
+  ariCheckAt?: number;
+  ariFailures: number;
+  ariPolling: boolean;
   /** Fixed per certificate, so the jittered renewal time is stable. */
   jitter: number;
   renewAt?: number;
@@ -199,6 +220,8 @@ export class Issuer {
           loaded: false,
           jitter: this.#deps.random(),
           failures: 0,
+          ariFailures: 0,
+          ariPolling: false,
           state: 'Initial',
           phaseCompleted: 'NA',
           phasePending: 'DefaultsFilled',
@@ -243,11 +266,15 @@ export class Issuer {
       if (stored && keyMatchesChain(stored.chainPem, stored.keyPem)) {
         const info = readCertificate(stored.chainPem);
         this.#setCert(rt, { ...info, temporary: stored.meta.temporary === true });
+        if (!stored.meta.temporary) {
+          rt.chainPem = stored.chainPem;
+          if (stored.meta.authority !== undefined) rt.authority = stored.meta.authority;
+        }
         if (!stored.meta.temporary && this.#covers(rt) && info.notAfter > clock.now()) {
           rt.state = 'Ready';
           rt.phaseCompleted = 'NA';
           rt.phasePending = 'NA';
-          if (this.#opts.ari) await this.#refreshWindow(rt, stored.chainPem);
+          if (this.#opts.ari) await this.#refreshWindow(rt);
         }
       } else {
         // Envoy's listener (and Emissary's Host) needs a pair before the first issue.
@@ -298,17 +325,70 @@ export class Issuer {
     else rt.renewAt = renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
   }
 
-  async #refreshWindow(rt: GroupRuntime, chainPem: string): Promise<void> {
+  /**
+   * Asks the CA for the current renewal window of the stored certificate and plans the next
+   * request per its Retry-After (bounded, jittered): a window the CA moves later (an incident, a
+   * mass revocation) moves the planned renewal without a restart.
+   */
+  async #refreshWindow(rt: GroupRuntime): Promise<void> {
+    const { clock, logger, random } = this.#deps;
+    const chainPem = rt.chainPem;
+    if (chainPem === undefined) return;
+    const serial = rt.cert?.serial;
     try {
-      const w = await this.#deps.ca.renewalInfo(rt.group.provider.authority, chainPem);
-      if (w) {
-        rt.window = w;
-        if (rt.cert) rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter, w);
-      } else delete rt.window;
+      const info = await this.#deps.ca.renewalInfo(rt.group.provider.authority, chainPem);
+      // A renewal that finished meanwhile owns the plan now.
+      if (rt.chainPem !== chainPem) return;
+      rt.ariFailures = 0;
+      rt.ariCheckAt =
+        clock.now() + ariPollDelay(this.#opts.ariPoll ?? DEFAULT_ARI_POLL, random(), info?.retryAfterMs);
+      if (info) {
+        const moved = rt.window?.start !== info.start || rt.window.end !== info.end;
+        const before = rt.renewAt;
+        rt.window = { start: info.start, end: info.end };
+        if (rt.cert && !rt.cert.temporary)
+          rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter, rt.window);
+        if (moved && rt.renewAt !== before)
+          logger.info(
+            {
+              tlsSecret: rt.group.key,
+              serial,
+              window: { start: iso(info.start), end: iso(info.end) },
+              renewAt: rt.renewAt !== undefined ? iso(rt.renewAt) : undefined,
+            },
+            'ARI renewal window: planned renewal moved',
+          );
+      } else {
+        delete rt.window;
+        if (rt.cert && !rt.cert.temporary) rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter);
+      }
     } catch (err) {
-      // ARI failures are never fatal: the lifetime policy still applies.
-      this.#deps.logger.warn({ tlsSecret: rt.group.key, err: errorMessage(err) }, 'ARI renewalInfo failed');
+      // ARI failures are never fatal: the lifetime policy (or the last window) still applies.
+      if (rt.chainPem !== chainPem) return;
+      rt.ariFailures += 1;
+      rt.ariCheckAt =
+        clock.now() +
+        ariPollDelay(this.#opts.ariPoll ?? DEFAULT_ARI_POLL, random(), undefined, rt.ariFailures);
+      logger.warn({ tlsSecret: rt.group.key, err: errorMessage(err) }, 'ARI renewalInfo failed');
     }
+  }
+
+  /** When the group's next renewalInfo request is due (epoch ms), undefined when none is planned. */
+  #ariDueAt(rt: GroupRuntime): number | undefined {
+    if (!this.#opts.ari || !rt.loaded || rt.inFlight || rt.ariPolling) return undefined;
+    if (rt.chainPem === undefined || !rt.cert || rt.cert.temporary) return undefined;
+    return rt.ariCheckAt;
+  }
+
+  #poll(rt: GroupRuntime): void {
+    rt.ariPolling = true;
+    const p = this.#refreshWindow(rt).finally(() => {
+      rt.ariPolling = false;
+      this.#inflight.delete(p);
+      this.#notify();
+      this.#kick();
+    });
+    this.#inflight.add(p);
   }
 
   #covers(rt: GroupRuntime): boolean {
@@ -337,11 +417,22 @@ export class Issuer {
       if (at > now || this.#running >= this.#opts.maxConcurrent) break;
       this.#start(rt);
     }
+    // renewalInfo requests are single GETs: not bounded by the order concurrency.
+    let nextAri: number | undefined;
+    for (const rt of this.#groups.values()) {
+      const at = this.#ariDueAt(rt);
+      if (at === undefined) continue;
+      if (at <= now) this.#poll(rt);
+      else nextAri = Math.min(nextAri ?? at, at);
+    }
     this.#timer?.cancel();
     this.#timer = undefined;
     const next = due.find((x) => !x.rt.inFlight);
-    if (next && (next.at > now ? true : this.#running < this.#opts.maxConcurrent)) {
-      const wait = Math.min(Math.max(0, next.at - now), this.#opts.maxSleepMs);
+    let wakeAt: number | undefined;
+    if (next && (next.at > now ? true : this.#running < this.#opts.maxConcurrent)) wakeAt = next.at;
+    if (nextAri !== undefined) wakeAt = Math.min(wakeAt ?? nextAri, nextAri);
+    if (wakeAt !== undefined) {
+      const wait = Math.min(Math.max(0, wakeAt - now), this.#opts.maxSleepMs);
       this.#timer = this.#deps.clock.setTimeout(() => this.#kick(), wait);
     }
   }
@@ -416,12 +507,24 @@ export class Issuer {
       this.#phase(rt, 'ACMEUserRegistered', 'ACMECertificateChallenge');
       const keyPem = generatePrivateKey(this.#opts.keyType);
       const hooks = this.#hooks();
+      const profile = this.#profile(rt);
+      // An ARI replacement (RFC 9773 §5) of the certificate this CA issued for the group: Let's
+      // Encrypt exempts it from rate limits, and a CA can see which certificate is superseded.
+      const replaces =
+        this.#opts.ari &&
+        rt.chainPem !== undefined &&
+        rt.authority !== undefined &&
+        normalizeAuthority(rt.authority) === normalizeAuthority(directoryUrl)
+          ? rt.chainPem
+          : undefined;
       const order = (url: string): Promise<string> =>
         ca.order({
           account: { directoryUrl, keyPem: accountKeyPem, accountUrl: url, ...(email ? { email } : {}) },
           names: g.names,
           keyPem,
           hooks,
+          ...(replaces !== undefined ? { replaces } : {}),
+          ...(profile !== undefined ? { profile } : {}),
         });
       let chainPem: string;
       try {
@@ -446,8 +549,11 @@ export class Issuer {
           throw new AcmeError('ERR_STORE', `certificate store: ${errorMessage(err)}`, { cause: err });
         });
       delete rt.window;
+      delete rt.ariCheckAt;
+      rt.chainPem = chainPem;
+      rt.authority = directoryUrl;
       this.#setCert(rt, { ...info, temporary: false });
-      if (this.#opts.ari) await this.#refreshWindow(rt, chainPem);
+      if (this.#opts.ari) await this.#refreshWindow(rt);
       const hadFailures = rt.failures > 0;
       rt.failures = 0;
       delete rt.error;
@@ -460,6 +566,8 @@ export class Issuer {
         {
           names: info.names,
           notAfter: iso(info.notAfter),
+          ...(profile !== undefined ? { profile } : {}),
+          replacement: replaces !== undefined,
           renewAt: rt.renewAt ? iso(rt.renewAt) : undefined,
         },
         'certificate issued and stored',
@@ -532,6 +640,11 @@ export class Issuer {
     }
   }
 
+  /** The group's certificate profile: its Hosts', else the operator's default. */
+  #profile(rt: GroupRuntime): string | undefined {
+    return rt.group.provider.profile ?? this.#opts.defaultProfile;
+  }
+
   #reason(rt: GroupRuntime): string {
     const c = rt.cert;
     if (!c) return 'no certificate';
@@ -600,6 +713,8 @@ export class Issuer {
           const rt = byHost.get(h.key);
           if (!rt) break;
           const next = this.#dueAt(rt);
+          const profile = this.#profile(rt);
+          const ariAt = this.#opts.ari && rt.cert && !rt.cert.temporary ? rt.ariCheckAt : undefined;
           out.push({
             ...base,
             state: rt.state,
@@ -617,6 +732,9 @@ export class Issuer {
             ...(next !== undefined ? { nextRenewal: iso(next) } : {}),
             names: rt.group.names,
             temporaryCertificate: rt.cert?.temporary ?? false,
+            ...(profile !== undefined ? { profile } : {}),
+            ...(rt.window ? { renewalWindow: { start: iso(rt.window.start), end: iso(rt.window.end) } } : {}),
+            ...(ariAt !== undefined ? { nextRenewalInfoCheck: iso(ariAt) } : {}),
           });
           break;
         }

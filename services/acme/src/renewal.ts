@@ -20,6 +20,41 @@ export interface RenewalWindow {
   readonly end: number;
 }
 
+/** An ARI renewalInfo answer: the window and the CA's Retry-After (when to ask again), ms. */
+export interface RenewalInfo extends RenewalWindow {
+  readonly retryAfterMs?: number;
+}
+
+/** Bounds of the ARI renewalInfo polling. */
+export interface AriPollPolicy {
+  /** Shortest delay between two renewalInfo requests for one certificate, ms. */
+  readonly minMs: number;
+  /** Longest delay (also the delay when the CA sends no Retry-After), ms. */
+  readonly maxMs: number;
+}
+
+/** Default renewalInfo polling: Retry-After clamped to [10 min, 24 h] (Let's Encrypt sends 6 h). */
+export const DEFAULT_ARI_POLL: AriPollPolicy = Object.freeze({ minMs: 600_000, maxMs: 86_400_000 });
+
+/**
+ * Delay before the next renewalInfo request for a certificate (RFC 9773 §4.3): the CA's Retry-After
+ * clamped to [min, max], max when it sent none; after `failures` failed requests in a row, min
+ * doubling per failure (capped at max) instead. Up to a tenth is taken off at random (`random` in
+ * [0, 1)) so that certificates loaded together do not poll together.
+ */
+export function ariPollDelay(
+  policy: AriPollPolicy,
+  random: number,
+  retryAfterMs?: number,
+  failures = 0,
+): number {
+  const base =
+    failures > 0
+      ? Math.min(policy.maxMs, policy.minMs * 2 ** Math.min(failures - 1, 40))
+      : Math.min(policy.maxMs, Math.max(policy.minMs, retryAfterMs ?? policy.maxMs));
+  return Math.max(policy.minMs, Math.floor(base - base * 0.1 * random));
+}
+
 /**
  * Time to renew a certificate valid from notBefore to notAfter (epoch ms). `random` is in [0, 1).
  * With an ARI window the time is a uniform pick inside the window, unless the lifetime policy says

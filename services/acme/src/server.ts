@@ -151,6 +151,8 @@ export async function start(
         temporaryValidityMs: config.temporaryValidity,
         challengeTtlMs: 10 * 60_000,
         ari: config.ari,
+        ariPoll: { minMs: config.ariPollMin, maxMs: config.ariPollMax },
+        ...(config.defaultProfile !== undefined ? { defaultProfile: config.defaultProfile } : {}),
         maxSleepMs: 3_600_000,
       },
     );

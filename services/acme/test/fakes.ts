@@ -3,7 +3,7 @@ import type { AccountParams, CaClient, ChallengeHooks } from '../src/ca.ts';
 import { createCertificateForKey } from '../src/certs.ts';
 import type { AcmeError } from '../src/errors.ts';
 import type { Clock } from '../src/issuer.ts';
-import type { RenewalWindow } from '../src/renewal.ts';
+import type { RenewalInfo } from '../src/renewal.ts';
 import type {
   AccountStore,
   CertificateStore,
@@ -59,10 +59,17 @@ export type FakeOutcome =
 /** An in-memory CA: issues self-signed leaves for the CSR key, counts calls, can fail on demand. */
 export class FakeCa implements CaClient {
   readonly accounts: AccountParams[] = [];
-  readonly orders: { names: readonly string[]; accountUrl: string }[] = [];
+  readonly orders: {
+    names: readonly string[];
+    accountUrl: string;
+    replaces?: string;
+    profile?: string;
+  }[] = [];
   readonly outcomes: FakeOutcome[] = [];
   defaultOutcome: FakeOutcome = { kind: 'issue', lifetimeMs: 90 * 86_400_000 };
-  window: RenewalWindow | undefined;
+  window: RenewalInfo | undefined;
+  /** renewalInfo requests seen (chain PEMs). */
+  readonly renewalInfoCalls: string[] = [];
   running = 0;
   maxRunning = 0;
   /** Each order waits for this before finishing (tests of concurrency). */
@@ -83,8 +90,15 @@ export class FakeCa implements CaClient {
     names: readonly string[];
     keyPem: string;
     hooks: ChallengeHooks;
+    replaces?: string;
+    profile?: string;
   }): Promise<string> {
-    this.orders.push({ names: req.names, accountUrl: req.account.accountUrl });
+    this.orders.push({
+      names: req.names,
+      accountUrl: req.account.accountUrl,
+      ...(req.replaces !== undefined ? { replaces: req.replaces } : {}),
+      ...(req.profile !== undefined ? { profile: req.profile } : {}),
+    });
     this.running += 1;
     this.maxRunning = Math.max(this.maxRunning, this.running);
     try {
@@ -125,7 +139,8 @@ export class FakeCa implements CaClient {
       this.running -= 1;
     }
   }
-  async renewalInfo(): Promise<RenewalWindow | undefined> {
+  async renewalInfo(_directoryUrl: string, chainPem: string): Promise<RenewalInfo | undefined> {
+    this.renewalInfoCalls.push(chainPem);
     return this.window;
   }
   async close(): Promise<void> {}
