@@ -19,8 +19,6 @@ import { type Clock, type HostStatus, Issuer, systemClock } from './issuer.ts';
 import { createSelfCheck } from './self-check.ts';
 import { MemoryChallengeStore } from './stores.ts';
 import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts';
-import { kubeApis, loadKubeConfig } from './kube/api.ts';
-import { startKubeController } from './kube/controller.ts';
 import { registerAcmeDiag } from './diag.ts';
 import { boundPort } from '@extsvc/common/net';
 
@@ -39,6 +37,12 @@ export interface StartOverrides {
   readonly random?: () => number;
   readonly ca?: CaClient;
   readonly hosts?: HostSource;
+}
+
+/** The Kubernetes-mode modules, imported on demand: @kubernetes/client-node alone is ~55 MiB of RSS (bench/idle-rss.ts). */
+async function kubeModules() {
+  const [api, controller] = await Promise.all([import('./kube/api.ts'), import('./kube/controller.ts')]);
+  return { ...api, ...controller };
 }
 
 /** Starts the challenge server, the admin server, the Hosts watcher and the issuer. */
@@ -158,8 +162,9 @@ export async function start(
     );
   // File mode: one issuer on directory stores. Kubernetes mode: the controller builds an issuer on
   // Secret/ConfigMap stores each time this replica becomes the leader; followers only answer challenges.
-  const kube = kubeMode
-    ? await startKubeController(
+  const k8s = kubeMode ? await kubeModules() : undefined;
+  const kube = k8s
+    ? await k8s.startKubeController(
         {
           namespaces: config.watchNamespaces,
           ownNamespace: config.podNamespace,
@@ -178,7 +183,7 @@ export async function start(
             ? { challengeMappingService: config.challengeMappingService }
             : {}),
         },
-        { apis: kubeApis(loadKubeConfig(config.kubeconfig)), logger: log, createIssuer: makeIssuer },
+        { apis: k8s.kubeApis(k8s.loadKubeConfig(config.kubeconfig)), logger: log, createIssuer: makeIssuer },
       )
     : undefined;
   const fileChallenges = new MemoryChallengeStore();
