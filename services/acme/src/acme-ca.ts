@@ -347,6 +347,7 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
           order = await create(payload);
         }
       }
+      req.hooks.ordered?.(order.url);
       if (order.status === 'invalid')
         throw new AcmeError('ERR_ACME_ORDER', 'the CA created the order as invalid');
       const authzs = await step('authorizations', () => c.getAuthorizations(order));

@@ -22,6 +22,8 @@ export interface ChallengeToSolve {
 
 /** What the issuer provides to solve HTTP-01 challenges. */
 export interface ChallengeHooks {
+  /** Called once the CA created the order, with its URL (for logs and traces). */
+  ordered?(orderUrl: string): void;
   /** Publishes the token (the challenge server answers it from now on). */
   present(c: ChallengeToSolve): Promise<void>;
   /** Optional self-check before asking the CA to validate; throws AcmeError ERR_SELF_CHECK. */

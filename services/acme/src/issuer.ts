@@ -1,5 +1,6 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import type { Logger } from '@extsvc/common/logger';
+import { SpanKinds, type TraceSpan, type Tracing } from '@extsvc/common/otel';
 import { errorMessage } from '@extsvc/common/errors';
 import type { CaClient, ChallengeHooks, ChallengeToSolve } from './ca.ts';
 import {
@@ -128,6 +129,8 @@ export interface IssuerDeps {
   readonly selfCheck?: (c: ChallengeToSolve) => Promise<void>;
   /** Called after each order with its result and duration. */
   readonly onOrder?: (result: OrderResult, ms: number) => void;
+  /** OpenTelemetry tracing: a span per order, a child span per challenge. */
+  readonly tracing?: Tracing;
 }
 
 interface GroupRuntime {
@@ -440,7 +443,7 @@ export class Issuer {
   #start(rt: GroupRuntime): void {
     rt.inFlight = true;
     this.#running += 1;
-    const p = this.#issue(rt).finally(() => {
+    const p = this.#traced(rt).finally(() => {
       rt.inFlight = false;
       this.#running -= 1;
       this.#inflight.delete(p);
@@ -456,11 +459,33 @@ export class Issuer {
     this.#notify();
   }
 
-  async #issue(rt: GroupRuntime): Promise<void> {
+  /** #issue in an `acme order` span when tracing is on (the Hosts, names, order URL and outcome; no key). */
+  async #traced(rt: GroupRuntime): Promise<void> {
+    const tracing = this.#deps.tracing;
+    if (!tracing) return this.#issue(rt);
+    const g = rt.group;
+    const span = tracing.startChild('acme order', SpanKinds.internal, {
+      'acme.tls_secret': g.key,
+      'acme.hosts': [...g.hostKeys],
+      'acme.names': [...g.names],
+      'acme.authority': g.provider.authority,
+    });
+    try {
+      await tracing.run(span, () => this.#issue(rt, span));
+    } finally {
+      span.setAttributes({ 'acme.state': rt.state });
+      if (rt.state === 'Error' && rt.error) span.fail(rt.error.code);
+      span.end();
+    }
+  }
+
+  async #issue(rt: GroupRuntime, span?: TraceSpan): Promise<void> {
     const { clock, accounts, ca, certs, logger } = this.#deps;
     const g = rt.group;
     const started = clock.now();
-    const log = logger.child({ tlsSecret: g.key });
+    // Every line of an order names its Hosts (namespace/name, or the file's host) and, once the CA
+    // created it, the order URL.
+    let log = logger.child({ tlsSecret: g.key, hosts: g.hostKeys });
     const wasReady = rt.state === 'Ready';
     rt.state = 'Pending';
     this.#phase(rt, 'DefaultsFilled', 'ACMEUserPrivateKeyCreated');
@@ -506,7 +531,10 @@ export class Issuer {
       let accountUrl = ensured.url;
       this.#phase(rt, 'ACMEUserRegistered', 'ACMECertificateChallenge');
       const keyPem = generatePrivateKey(this.#opts.keyType);
-      const hooks = this.#hooks();
+      const hooks = this.#hooks(log, (orderUrl) => {
+        log = log.child({ orderUrl });
+        span?.setAttributes({ 'acme.order_url': orderUrl });
+      });
       const profile = this.#profile(rt);
       // An ARI replacement (RFC 9773 §5) of the certificate this CA issued for the group: Let's
       // Encrypt exempts it from rate limits, and a CA can see which certificate is superseded.
@@ -654,18 +682,45 @@ export class Issuer {
     return 'renewal time reached';
   }
 
-  #hooks(): ChallengeHooks {
-    const { challenges, clock, selfCheck } = this.#deps;
+  #hooks(orderLog: Logger, ordered: (orderUrl: string) => void): ChallengeHooks {
+    const { challenges, clock, selfCheck, tracing } = this.#deps;
+    // One `acme challenge` span per HTTP-01 challenge, from publication to removal (never the token).
+    const spans = new Map<string, TraceSpan>();
+    let log = orderLog;
     return {
-      present: (c) =>
-        challenges.put({
+      ordered: (url) => {
+        ordered(url);
+        log = log.child({ orderUrl: url });
+      },
+      present: (c) => {
+        if (tracing)
+          spans.set(
+            c.token,
+            tracing.startChild('acme challenge', SpanKinds.internal, { 'acme.identifier': c.name }),
+          );
+        log.debug({ identifier: c.name }, 'HTTP-01 challenge published');
+        return challenges.put({
           token: c.token,
           keyAuthorization: c.keyAuthorization,
           name: c.name,
           expiresAt: clock.now() + this.#opts.challengeTtlMs,
-        }),
-      ...(selfCheck ? { selfCheck } : {}),
-      remove: (c) => challenges.remove(c.token),
+        });
+      },
+      ...(selfCheck
+        ? {
+            selfCheck: (c: ChallengeToSolve) =>
+              selfCheck(c).catch((err: unknown) => {
+                spans.get(c.token)?.fail('ERR_SELF_CHECK');
+                throw err;
+              }),
+          }
+        : {}),
+      remove: (c) => {
+        spans.get(c.token)?.end();
+        spans.delete(c.token);
+        log.debug({ identifier: c.name }, 'HTTP-01 challenge removed');
+        return challenges.remove(c.token);
+      },
     };
   }
 

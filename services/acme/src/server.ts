@@ -8,6 +8,7 @@ import { redactedView } from '@extsvc/common/config';
 import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
+import type { Tracing } from '@extsvc/common/otel';
 import { createAcmeCa } from './acme-ca.ts';
 import type { CaClient } from './ca.ts';
 import type { KeyType } from './certs.ts';
@@ -37,6 +38,8 @@ export interface StartOverrides {
   readonly random?: () => number;
   readonly ca?: CaClient;
   readonly hosts?: HostSource;
+  /** OpenTelemetry tracing (startTracing): spans per order and per challenge; shut down by close(). */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** The Kubernetes-mode modules, imported on demand: @kubernetes/client-node alone is ~55 MiB of RSS (bench/idle-rss.ts). */
@@ -132,6 +135,7 @@ export async function start(
         ca,
         ...stores,
         logger: log.child({ component: 'issuer' }),
+        ...(overrides.tracing ? { tracing: overrides.tracing } : {}),
         ...(config.selfCheckAddress !== undefined
           ? {
               selfCheck: createSelfCheck({
@@ -355,6 +359,7 @@ export async function start(
         await watcher.close();
         await delay(config.drainMs);
         await closeAll([kube, fileIssuer, { close: () => http.close() }, admin, ca]);
+        await overrides.tracing?.shutdown();
       })()),
   };
 }
