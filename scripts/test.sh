@@ -47,6 +47,8 @@ if [ -x integration/kube/build.sh ]; then
   check kube-apiserver-build bash integration/kube/build.sh
   check helm-build bash integration/kube/build-helm.sh
 fi
+# Builds (or reuses from ~/.cache/extsvc) Jaeger v2 for integration/tracing (issue 15).
+check jaeger-build bash integration/tracing/build-jaeger.sh
 
 # --- containers (issue 12): a Docker engine for the image, compose and testcontainers suites
 # (integration/containers): the engine at DOCKER_HOST or the default socket, else a private dockerd started

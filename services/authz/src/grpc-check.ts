@@ -1,4 +1,4 @@
-import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { status as GrpcStatus, type Metadata, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { Logger } from '@extsvc/common/logger';
 import type { AuthRequest, Decision } from './decision.ts';
 import type { CheckRequest__Output } from '../../../proto/generated/envoy/service/auth/v3/CheckRequest.ts';
@@ -86,7 +86,8 @@ export type CheckObserver = (
 
 /** The envoy.service.auth.v3.Authorization implementation. */
 export function checkImplementation(
-  decide: (req: AuthRequest) => Promise<Decision>,
+  // The call's metadata carries the trace context of Envoy's ext_authz span (read only when tracing).
+  decide: (req: AuthRequest, metadata?: Metadata) => Promise<Decision>,
   observe: CheckObserver,
   logger: Logger,
 ): {
@@ -104,7 +105,7 @@ export function checkImplementation(
         cb(null, decisionToCheckResponse(INTERNAL_DENY));
         return;
       }
-      decide(req)
+      decide(req, call.metadata)
         .catch((err: unknown): Decision => {
           logger.error({ err }, 'decision failed');
           return INTERNAL_DENY;

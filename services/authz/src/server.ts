@@ -6,6 +6,7 @@ import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
 import { correlationFields, correlationOfHeaders } from '@extsvc/common/trace';
 import { watchPaths, type Watcher } from '@extsvc/common/watch';
+import type { Tracing } from '@extsvc/common/otel';
 import { Authorizer } from './authorizer.ts';
 import { AUTHZ_OPTIONS, type AuthzConfig } from './config.ts';
 import type { Decision } from './decision.ts';
@@ -13,6 +14,7 @@ import { fetchJson, type JsonFetcher } from './fetch.ts';
 import { checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
+import { tracedDecide, tracedFetch } from './tracing.ts';
 import {
   FetchLog,
   RecentDecisions,
@@ -33,11 +35,13 @@ export interface AuthzService {
   close(): Promise<void>;
 }
 
-/** Injectable dependencies (tests): clock, fetcher, environment for `env:` secrets. */
+/** Injectable dependencies (tests): clock, fetcher, environment for `env:` secrets, tracer. */
 export interface StartDeps {
   readonly now?: () => number;
   readonly fetch?: JsonFetcher;
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** OpenTelemetry tracing (startTracing); undefined when off. Shut down by close(). */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** A redacted summary of the policy for /config (no secrets, no key hashes). */
@@ -99,8 +103,10 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   if (!config.policyFile) log.warn('no --policy-file: every request is denied');
   metrics.reloadOk.set(1);
   const fetchLog = new FetchLog();
+  const tracing = deps.tracing;
+  const fetcher = deps.fetch ?? fetchJson;
   const authorizer = new Authorizer(policy, {
-    fetch: deps.fetch ?? fetchJson,
+    fetch: tracing ? tracedFetch(tracing, fetcher) : fetcher,
     now: deps.now ?? Date.now,
     logger: rt.logger.child({ component: 'keys' }),
     tokenCacheSize: config.tokenCacheSize,
@@ -157,7 +163,9 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   };
   // /diag wiring: real decisions go to the recent-decisions ring; the test form calls authorizer.decide directly.
   const recent = new RecentDecisions();
-  const decide = recordingDecide((req) => authorizer.decide(req), recent);
+  const recorded = recordingDecide((req) => authorizer.decide(req), recent);
+  // With tracing off the transports call the recording decision directly: no per-check cost.
+  const decide = tracing ? tracedDecide(tracing, recorded) : recorded;
   let lastReload: ReloadState = { ok: true, at: new Date().toISOString() };
 
   const grpc = await startGrpcServer({
@@ -277,6 +285,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
         rt.health.drain();
         await delay(config.drainMs);
         await closeAll([watcher, grpc, http, admin, { close: async () => authorizer.close() }]);
+        await tracing?.shutdown();
       })()),
   };
 }

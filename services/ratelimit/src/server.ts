@@ -29,6 +29,8 @@ import { RateLimitService } from './service.ts';
 import { fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
 import { registerRatelimitDiag } from './diag.ts';
 import { answerFields, callCorrelation } from './answer-log.ts';
+import { endRateLimitSpan, startRateLimitSpan, tracedStore } from './tracing.ts';
+import type { Tracing } from '@extsvc/common/otel';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
 
 /** A running ratelimit service. */
@@ -45,6 +47,8 @@ export interface RatelimitService {
 export interface StartDeps {
   readonly now?: () => number;
   readonly random?: () => number;
+  /** OpenTelemetry tracing (startTracing); undefined when off. Shut down by close(). */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** Core settings from the parsed options. */
@@ -207,10 +211,11 @@ export async function start(
     log.warn('REDIS_URL unset: counting in memory (exact for one replica only)');
   }
 
+  const tracing = deps.tracing;
   const service = new RateLimitService({
     rules: () => holder.rules,
     settings: coreSettings(config),
-    store,
+    store: tracing ? tracedStore(tracing, store) : store,
     localCache: new OverLimitCache(localCacheEntries(config)),
     metrics,
     logger: log,
@@ -241,8 +246,14 @@ export async function start(
         ),
         implementation: {
           ShouldRateLimit(call: ServerUnaryCall<CoreRequest, CoreResponse>, cb: sendUnaryData<CoreResponse>) {
-            service.shouldRateLimit(call.request).then(
+            // With tracing on, one span per call, current while the counters are read (store spans are its children).
+            const span = tracing ? startRateLimitSpan(tracing, call.metadata, call.request) : undefined;
+            (span && tracing
+              ? tracing.run(span, () => service.shouldRateLimit(call.request))
+              : service.shouldRateLimit(call.request)
+            ).then(
               (r) => {
+                if (span) endRateLimitSpan(span, call.request, r);
                 metrics.requestDone(r.overallCode);
                 cb(null, r);
                 // Per-request answers are logged at debug only (an over-limit flood must not flood the logs).
@@ -253,6 +264,7 @@ export async function start(
                   );
               },
               (err: unknown) => {
+                if (span) endRateLimitSpan(span, call.request, undefined);
                 metrics.requestDone('ERROR');
                 if (log.isLevelEnabled('debug'))
                   log.debug(
@@ -405,6 +417,7 @@ export async function start(
           holder,
           store,
         ]);
+        await tracing?.shutdown();
       })()),
   };
 }
