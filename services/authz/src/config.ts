@@ -125,6 +125,19 @@ export const AUTHZ_OPTIONS = {
     default: 300_000,
     doc: "Longest life of a verified-token cache entry; never beyond the token's exp.",
   },
+  'decision-log': {
+    kind: 'string',
+    env: 'DECISION_LOG',
+    doc: "Decision log: one JSON line per decision (request id, trace id, method, host, path without query, rule, result, reason, subject/issuer/API key name; never a credential) to 'stdout' or appended to a file path. Off when unset.",
+  },
+  'decision-log-sample-rate': {
+    kind: 'float',
+    env: 'DECISION_LOG_SAMPLE_RATE',
+    default: 1,
+    min: 0,
+    max: 1,
+    doc: 'Fraction of decisions written to the decision log (1: every decision).',
+  },
 } as const;
 
 /** Parsed authz configuration. */

@@ -15,6 +15,7 @@ import { checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
 import { tracedDecide, tracedFetch } from './tracing.ts';
+import { DecisionLog } from './decision-log.ts';
 import {
   FetchLog,
   RecentDecisions,
@@ -142,7 +143,15 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   // Warm the key caches without blocking start-up: an issuer down at cold start must not stop authz.
   void authorizer.warm().then(keyHealth);
 
+  const decisionLog = config.decisionLog
+    ? await DecisionLog.open(config.decisionLog, {
+        rate: config.decisionLogSampleRate,
+        logger: log,
+        now: deps.now ?? Date.now,
+      })
+    : undefined;
   const observe: CheckObserver = (transport, d: Decision, startedNs, req) => {
+    if (decisionLog) decisionLog.record(transport, d, req);
     metrics.duration.observe({ transport }, Number(process.hrtime.bigint() - startedNs) / 1e9);
     metrics.decisions.inc({ transport, result: d.kind, reason: d.reason, rule: d.rule });
     metrics.checks.inc({ transport, result: d.kind });
@@ -284,7 +293,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       (closing ??= (async () => {
         rt.health.drain();
         await delay(config.drainMs);
-        await closeAll([watcher, grpc, http, admin, { close: async () => authorizer.close() }]);
+        await closeAll([watcher, grpc, http, admin, { close: async () => authorizer.close() }, decisionLog]);
         await tracing?.shutdown();
       })()),
   };
