@@ -12,7 +12,7 @@ import {
   type Decision,
 } from '../src/decision.ts';
 import { KeyStore } from '../src/keys.ts';
-import { parsePolicy, type TokenSource } from '../src/policy.ts';
+import { parsePolicy, type Policy, type TokenSource } from '../src/policy.ts';
 import { TokenCache } from '../src/verifier.ts';
 import { FakeFetcher, makeKey, sign, silent } from './helpers.ts';
 
@@ -56,7 +56,8 @@ rules:
 `;
 
 describe('authz decision cases (mutation findings)', () => {
-  const policy = parsePolicy(POLICY, 'cases.yaml');
+  // Parsed in each test, not once at load: a mutation run reaches the policy code through the test.
+  const policy = (): Policy => parsePolicy(POLICY, 'cases.yaml');
   const deps = { keyStores: new Map(), cache: new TokenCache(100, 300_000), now: () => Date.now() };
   const token = (claims: Record<string, unknown>, secret = HMAC): Promise<string> =>
     new SignJWT({ iss: 'h', sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600, ...claims })
@@ -74,7 +75,7 @@ describe('authz decision cases (mutation findings)', () => {
     contextExtensions: {},
     ...over,
   });
-  const run = (r: AuthRequest): Promise<Decision> => decide(policy, r, deps);
+  const run = (r: AuthRequest): Promise<Decision> => decide(policy(), r, deps);
   const allowed = (d: Decision): Extract<Decision, { kind: 'allow' }> => {
     assert.equal(d.kind, 'allow', JSON.stringify(d));
     return d;

@@ -2,7 +2,7 @@ import { describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import { SignJWT } from 'jose';
 import { decide, type AuthRequest, type Decision } from '../src/decision.ts';
-import { parsePolicy } from '../src/policy.ts';
+import { parsePolicy, type Policy } from '../src/policy.ts';
 import { TokenCache } from '../src/verifier.ts';
 
 const HMAC = 'an-hmac-secret-that-is-32-bytes-long!';
@@ -34,7 +34,8 @@ rules:
 `;
 
 describe('authz removeCredentials: every credential source of the rule', () => {
-  const policy = parsePolicy(POLICY, 'rc.yaml');
+  // Parsed in each test, not once at load: a mutation run reaches the policy code through the test.
+  const policy = (): Policy => parsePolicy(POLICY, 'rc.yaml');
   const deps = { keyStores: new Map(), cache: new TokenCache(100, 300_000), now: () => Date.now() };
   const hs = (iss: string, sub: string, secret = HMAC): Promise<string> =>
     new SignJWT({ iss, sub, exp: Math.floor(Date.now() / 1000) + 600 })
@@ -57,7 +58,7 @@ describe('authz removeCredentials: every credential source of the rule', () => {
     const second = await hs('legacy', 'admin');
     const d = allowed(
       await decide(
-        policy,
+        policy(),
         req(`/legacy?a=1&access%5Ftoken=${second}`, { 'x-token': used, cookie: `a=1; session=${second}` }),
         deps,
       ),
@@ -74,7 +75,7 @@ describe('authz removeCredentials: every credential source of the rule', () => {
   it('removes the token of an anyOf branch that did not decide (bearer beside a valid API key)', async () => {
     const d = allowed(
       await decide(
-        policy,
+        policy(),
         req('/either', {
           'x-api-key': 'key-one-value',
           authorization: `Bearer ${await hs('partner', 'p', 'wrong-secret-wrong-secret-wrong-secret')}`,
@@ -93,7 +94,7 @@ describe('authz removeCredentials: every credential source of the rule', () => {
   it('leaves headers that are not credential sources, and everything when removeCredentials is off', async () => {
     const d = allowed(
       await decide(
-        policy,
+        policy(),
         req('/legacy', { 'x-token': await hs('legacy', 'a'), authorization: 'Basic dTpw' }),
         deps,
       ),
@@ -101,7 +102,7 @@ describe('authz removeCredentials: every credential source of the rule', () => {
     assert.ok(!d.removeHeaders.includes('authorization'), 'Authorization is not a source of provider legacy');
     assert.deepEqual(d.removeQuery, []);
     const keep = allowed(
-      await decide(policy, req('/keep', { 'x-token': await hs('legacy', 'a'), cookie: 'session=x' }), deps),
+      await decide(policy(), req('/keep', { 'x-token': await hs('legacy', 'a'), cookie: 'session=x' }), deps),
     );
     assert.deepEqual(keep.removeHeaders, []);
     assert.deepEqual(keep.headers, []);
