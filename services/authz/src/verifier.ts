@@ -104,7 +104,8 @@ function decodeJson(seg: string): Record<string, unknown> | undefined {
 }
 
 function mapJoseError(err: unknown): DenyReason {
-  if (err instanceof joseErrors.JWTExpired) return 'token_expired';
+  // jose reports maxTokenAge (iat too far in the past) as JWTExpired on the `iat` claim.
+  if (err instanceof joseErrors.JWTExpired) return err.claim === 'iat' ? 'token_too_old' : 'token_expired';
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
     if (err.reason === 'missing') return 'missing_claim';
     switch (err.claim) {
