@@ -3,7 +3,8 @@ import { decide, type AuthRequest, type Decision } from './decision.ts';
 import type { JsonFetcher } from './fetch.ts';
 import { KeyStore, type FetchResult } from './keys.ts';
 import type { Policy, Provider } from './policy.ts';
-import { TokenCache } from './verifier.ts';
+import { TokenCache, verifyToken } from './verifier.ts';
+import { Signin, type SigninEvent } from './signin/flow.ts';
 
 /** Options of the authorizer. */
 export interface AuthorizerOptions {
@@ -16,12 +17,15 @@ export interface AuthorizerOptions {
   readonly tokenCacheTtlMs: number;
   readonly onFetch?: (issuer: string, result: FetchResult) => void;
   readonly onCache?: (hit: boolean) => void;
+  /** Browser sign-in events (sessions issued, refreshes, failures by reason). */
+  readonly onSignin?: (e: SigninEvent) => void;
 }
 
 interface State {
   readonly policy: Policy;
   readonly keyStores: ReadonlyMap<string, KeyStore>;
   readonly cache: TokenCache;
+  readonly signin: Signin | undefined;
 }
 
 const keyIdentity = (p: Provider): string => JSON.stringify([p.issuer, p.keys, p.cache]);
@@ -58,6 +62,7 @@ export class Authorizer {
       cache: s.cache,
       now: this.#opts.now,
       ...(this.#opts.onCache ? { onCache: this.#opts.onCache } : {}),
+      ...(s.signin ? { signin: s.signin } : {}),
     });
   }
 
@@ -101,10 +106,25 @@ export class Authorizer {
         });
       keyStores.set(name, store);
     }
+    // ID tokens are checked with a cache of their own: one verified for the client id as audience
+    // must never be found by a bearer check of the same provider, whose audiences differ.
+    const idTokenDeps = { keyStores, cache: new TokenCache(0, 0), now: this.#opts.now };
+    const signin =
+      policy.logins.length === 0
+        ? undefined
+        : new Signin({
+            now: this.#opts.now,
+            logger: this.#opts.logger.child({ component: 'signin' }),
+            providers: policy.providers,
+            verifyIdToken: (token, p, clientId) =>
+              verifyToken(token, [{ ...p, audiences: [clientId] }], idTokenDeps),
+            ...(this.#opts.onSignin ? { onEvent: this.#opts.onSignin } : {}),
+          });
     return {
       policy,
       keyStores,
       cache: new TokenCache(this.#opts.tokenCacheSize, this.#opts.tokenCacheTtlMs),
+      signin,
     };
   }
 }

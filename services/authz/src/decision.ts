@@ -3,6 +3,9 @@ import { DenyReasons, type AllowReason, type DenyReason, type ErrorReason } from
 import { claimAt, matchHost, matchPath, normalizeHost, renderTemplate, splitTarget } from './match.ts';
 import type { ApiKeySet, ClaimMatcher, Policy, Provider, Requirement, Rule, TokenSource } from './policy.ts';
 import { verifyToken, type VerifierDeps } from './verifier.ts';
+import type { LoginSettings } from './signin/config.ts';
+import type { Signin, SigninAnswer } from './signin/flow.ts';
+import { checkCsrf, isNavigation, requestOrigin } from './signin/guard.ts';
 
 /** What both transports hand to the decision function. Header names are lower-case. */
 export interface AuthRequest {
@@ -14,6 +17,8 @@ export interface AuthRequest {
   readonly headers: Readonly<Record<string, string>>;
   /** Envoy context_extensions (gRPC only): `policy` and/or `rule` select what applies. */
   readonly contextExtensions: Readonly<Record<string, string>>;
+  /** The contract the check came through (sign-in: HTTP mode cannot set cookies on an allow). */
+  readonly transport?: 'grpc' | 'http';
 }
 
 /** Allow: headers to set (overwrite) and remove on the upstream request, metadata for access logs. */
@@ -26,6 +31,8 @@ export interface Allow {
   /** Query parameters to remove from the upstream :path (a token read from the query string). */
   readonly removeQuery: readonly string[];
   readonly metadata: Readonly<Record<string, string>>;
+  /** Headers for the client's response (gRPC response_headers_to_add): a refreshed session's Set-Cookie. */
+  readonly responseHeaders?: ReadonlyArray<readonly [string, string]>;
 }
 
 /** Deny: the status, headers and body the client gets (never 5xx, never token material). */
@@ -48,14 +55,27 @@ export interface DecisionError {
 /** The decision for one request. */
 export type Decision = Allow | Deny | DecisionError;
 
-/** Dependencies of the decision function (key stores, token cache, clock). */
-export type DecisionDeps = VerifierDeps;
+/** Dependencies of the decision function (key stores, token cache, clock, browser sign-in). */
+export interface DecisionDeps extends VerifierDeps {
+  readonly signin?: Signin;
+}
+
+/** A valid sign-in session standing in for a bearer token of its provider. */
+interface SessionPrincipal {
+  readonly provider: string;
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly cookie: string;
+}
+
+type EvalDeps = DecisionDeps & { readonly session?: SessionPrincipal };
 
 interface Principal {
   readonly method: 'jwt' | 'api_key';
   readonly claims: Readonly<Record<string, unknown>>;
   /** Where the credential came from (removed upstream when removeCredentials). */
   readonly credential: TokenSource;
+  /** The sign-in session cookie, not a token (cross-site checks apply). */
+  readonly fromSession?: boolean;
 }
 
 type Outcome =
@@ -190,7 +210,7 @@ async function evalJwt(
   r: Extract<Requirement, { kind: 'jwt' }>,
   policy: Policy,
   query: string,
-  deps: DecisionDeps,
+  deps: EvalDeps,
 ): Promise<Outcome> {
   const providers = r.providers
     .map((n) => policy.providers.get(n))
@@ -204,6 +224,29 @@ async function evalJwt(
       seen.add(k);
     }
   const found = extractToken(req, sources, query);
+  const session = deps.session;
+  if (!found && session && r.providers.includes(session.provider)) {
+    // The ID token was verified with this provider's keys at sign-in; its audience was the client id.
+    if (r.scopes.length > 0) {
+      const have = tokenScopes(session.claims);
+      if (!r.scopes.every((s) => have.has(s)))
+        return { kind: 'deny', reason: 'insufficient_scope', challenge: 'none', scope: r.scopes };
+    }
+    if (!r.claims.every((m) => matchClaim(m, session.claims)))
+      return { kind: 'deny', reason: 'claim_mismatch', challenge: 'none' };
+    return {
+      kind: 'allow',
+      reason: 'session',
+      principals: [
+        {
+          method: 'jwt',
+          claims: session.claims,
+          credential: { kind: 'cookie', name: session.cookie },
+          fromSession: true,
+        },
+      ],
+    };
+  }
   if (!found)
     return r.optional
       ? { kind: 'allow', reason: 'anonymous', principals: [] }
@@ -272,7 +315,7 @@ async function evalRequirement(
   r: Requirement,
   policy: Policy,
   query: string,
-  deps: DecisionDeps,
+  deps: EvalDeps,
 ): Promise<Outcome> {
   switch (r.kind) {
     case 'public':
@@ -474,6 +517,79 @@ export const MAX_HEADERS = 1000;
 /** Most context_extensions entries (they come from route configuration: a handful). */
 export const MAX_CONTEXT_EXTENSIONS = 64;
 
+/** A sign-in answer (redirect to the provider, callback, logout) as the denied response Envoy sends. */
+function answerOf(rule: string, a: SigninAnswer): Deny {
+  return { kind: 'deny', reason: a.reason, rule, status: a.status, headers: a.headers, body: a.body };
+}
+
+/** The login block whose callback or logout path `path` is, among the blocks of `rules`. */
+function loginEndpoint(rules: readonly Rule[], path: string, signin: Signin): LoginSettings | undefined {
+  for (const r of rules) if (r.login && signin.isEndpoint(r.login, path)) return r.login;
+  return undefined;
+}
+
+/** Whether insteadOfRedirect asks for a status instead of the sign-in redirect. */
+function insteadOf(l: LoginSettings, req: AuthRequest): number | undefined {
+  const i = l.insteadOfRedirect;
+  if (!i) return undefined;
+  const v = req.headers[i.header];
+  if (v === undefined || (i.value !== undefined && !i.value.test(v))) return undefined;
+  return i.status;
+}
+
+/** Browser sign-in around a rule with a login block: session in, redirect out, cross-site check. */
+async function decideWithLogin(
+  policy: Policy,
+  req: AuthRequest,
+  rule: Rule & { readonly login: LoginSettings },
+  policyName: string,
+  query: string,
+  deps: DecisionDeps & { readonly signin: Signin },
+): Promise<Decision> {
+  const l = rule.login;
+  const session = await deps.signin.session(l, req);
+  if (session.kind === 'answer') return answerOf(rule.name, session.answer);
+  const o = await evalRequirement(req, rule.requirement, policy, query, {
+    ...deps,
+    ...(session.kind === 'valid'
+      ? { session: { provider: session.provider, claims: session.claims, cookie: l.cookie.name } }
+      : {}),
+  });
+  switch (o.kind) {
+    case 'allow': {
+      if (o.principals.some((p) => p.fromSession)) {
+        const origin = requestOrigin(req.host, req.headers, l.cookie.secure ? 'https' : 'http');
+        const csrf = checkCsrf(req.method.toUpperCase(), req.headers, origin, l.csrfHeader);
+        if (csrf !== 'ok')
+          return denyOf(policy, rule.name, { kind: 'deny', reason: 'csrf', challenge: 'none', status: 403 });
+      }
+      const a = allowOf(policy, req, rule, policyName, o);
+      return session.kind === 'valid' && session.setCookie.length > 0
+        ? { ...a, responseHeaders: session.setCookie.map((c) => ['set-cookie', c] as const) }
+        : a;
+    }
+    case 'deny': {
+      if (o.reason !== 'missing_credentials') return denyOf(policy, rule.name, o);
+      const status = insteadOf(l, req);
+      if (status !== undefined)
+        return denyOf(policy, rule.name, {
+          kind: 'deny',
+          reason: 'login_required',
+          challenge: 'none',
+          status,
+        });
+      if (isNavigation(req.method.toUpperCase(), req.headers))
+        return answerOf(
+          rule.name,
+          await deps.signin.startLogin(l, req, session.kind === 'none' && session.hadCookie),
+        );
+      return denyOf(policy, rule.name, o); // XHR and APIs: 401 as without sign-in, an SPA reacts to it
+    }
+    case 'error':
+      return { kind: 'error', reason: 'keys_unavailable', rule: rule.name };
+  }
+}
+
 function denyUnmatched(policy: Policy, reason: DenyReason): Deny {
   return denyOf(policy, '-', { kind: 'deny', reason, challenge: 'none' });
 }
@@ -518,8 +634,18 @@ export async function decide(policy: Policy, req: AuthRequest, deps: DecisionDep
         principals: [],
       });
   }
+  const signin = deps.signin;
+  if (signin) {
+    const l = loginEndpoint(rules, path, signin);
+    if (l) return answerOf('-', await signin.endpoint(l, req, path));
+  }
   rule ??= findRule(rules, method, host, path);
   if (!rule) return denyUnmatched(policy, 'no_matching_rule');
+  if (rule.login && signin)
+    return decideWithLogin(policy, req, { ...rule, login: rule.login }, policyName, query, {
+      ...deps,
+      signin,
+    });
   const o = await evalRequirement(req, rule.requirement, policy, query, deps);
   switch (o.kind) {
     case 'allow':

@@ -2,6 +2,7 @@ import { registerDiag, type DiagSection, type DiagValue } from '@extsvc/common/d
 import type { HealthState } from '@extsvc/common/health';
 import { correlationOfHeaders } from '@extsvc/common/trace';
 import { DenyReasons } from './errors.ts';
+import { failuresText, type SigninStats } from './signin/stats.ts';
 import type { AuthRequest, Decision } from './decision.ts';
 import type { HostMatcher, PathMatcher, Template } from './match.ts';
 import type { ClaimMatcher, KeySource, Policy, Provider, Requirement, Rule, TokenSource } from './policy.ts';
@@ -182,6 +183,8 @@ export interface AuthzDiagSource {
   readonly fetchLog?: FetchLog;
   /** HTTP mode's path prefix and the checks that lacked it, when the HTTP listener runs. */
   readonly httpPrefix?: (() => HttpPrefixState) | undefined;
+  /** Browser sign-in counters per login block, when the server keeps them. */
+  readonly signin?: SigninStats;
 }
 
 /** HTTP mode's configured path prefix and the checks denied for lacking it. */
@@ -506,8 +509,50 @@ export function authzDiagSections(src: AuthzDiagSource, filter: RecentFilter = {
     filter.requestId ? `request id ${filter.requestId}` : '',
     traceFilter ? `trace id ${traceFilter}` : '',
   ].filter((f) => f !== '');
+  // Browser sign-in: settings without secrets (client secret and session keys are never shown) and counts.
+  const logins = policy.logins.map((l): DiagValue[] => {
+    const c = src.signin?.get(l.id);
+    return [
+      l.id,
+      l.provider,
+      l.clientId,
+      l.redirectPath,
+      l.logoutPath,
+      l.cookie.name,
+      `${l.sessionKeys.length} key(s)`,
+      c?.redirects ?? 0,
+      c?.sessions ?? 0,
+      c?.refreshes ?? 0,
+      c?.refreshFailures ?? 0,
+      c?.logouts ?? 0,
+      c ? failuresText(c.failures) : '',
+      c?.lastFailure ? `${c.lastFailure.reason} at ${c.lastFailure.at}` : '',
+    ];
+  });
   return [
     { kind: 'kv', title: 'Policy', entries: summary },
+    {
+      kind: 'table',
+      title: 'Browser sign-in',
+      columns: [
+        'login',
+        'provider',
+        'client id',
+        'callback',
+        'logout',
+        'cookie',
+        'session keys',
+        'sent to sign in',
+        'sessions issued',
+        'refreshes',
+        'failed refreshes',
+        'logouts',
+        'failures by reason',
+        'last failure',
+      ],
+      rows: logins,
+      empty: 'no login blocks',
+    },
     {
       kind: 'table',
       title: 'Rules',

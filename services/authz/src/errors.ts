@@ -32,13 +32,19 @@ export const DenyReasons = {
   bad_request: 'The check request is malformed',
   path_prefix_mismatch: 'The authorization check did not carry the expected path prefix',
   internal_error: 'The request could not be authorized',
+  login_required: 'Sign-in is required',
+  login_redirect: 'Sign-in is required: redirected to the identity provider',
+  login_callback: 'Signed in: redirected back',
+  login_failed: 'Sign-in failed',
+  logout: 'Signed out',
+  csrf: 'A cross-site request with the session cookie was refused',
 } as const;
 
 /** A reason for a deny. */
 export type DenyReason = keyof typeof DenyReasons;
 
 /** Reasons for an allow (metrics label). */
-export type AllowReason = 'public' | 'jwt' | 'api_key' | 'cors_preflight' | 'anonymous';
+export type AllowReason = 'public' | 'jwt' | 'api_key' | 'cors_preflight' | 'anonymous' | 'session';
 
 /** Reasons for an infrastructure error (Envoy's failure mode decides). */
 export type ErrorReason = 'keys_unavailable' | 'internal';

@@ -5,6 +5,16 @@ import type { CheckRequest__Output } from '../../../proto/generated/envoy/servic
 import type { CheckResponse } from '../../../proto/generated/envoy/service/auth/v3/CheckResponse.ts';
 import type { HeaderValueOption } from '../../../proto/generated/envoy/config/core/v3/HeaderValueOption.ts';
 
+/**
+ * One Cookie header per RFC 6265 (`a=1; b=2`) from the forms it arrives in: Envoy's CheckRequest
+ * header map joins repeated headers with `,`, so two HTTP/1 Cookie headers arrive as `a=1,b=2`.
+ * A cookie value cannot hold a comma (RFC 6265 cookie-octet), so a comma followed by `name=` is a
+ * join and becomes `; `; other commas are left alone.
+ */
+export function joinCookies(v: string): string {
+  return v.replace(/\s*,\s*(?=[!#$%&'*+\-.^_`|~0-9A-Za-z]+=)/g, '; ');
+}
+
 /** Envoy's merged header map (or the raw header_map with encode_raw_headers) as lower-case keys. */
 export function checkRequestToAuth(req: CheckRequest__Output): AuthRequest {
   const http = req.attributes?.request?.http;
@@ -13,14 +23,16 @@ export function checkRequestToAuth(req: CheckRequest__Output): AuthRequest {
   for (const h of http?.header_map?.headers ?? []) {
     const k = h.key.toLowerCase();
     const v = h.raw_value && h.raw_value.length > 0 ? h.raw_value.toString('utf8') : h.value;
-    headers[k] = headers[k] === undefined ? v : `${headers[k]},${v}`;
+    headers[k] = headers[k] === undefined ? v : `${headers[k]}${k === 'cookie' ? '; ' : ','}${v}`;
   }
+  if (headers['cookie'] !== undefined) headers['cookie'] = joinCookies(headers['cookie']);
   return {
     method: http?.method || headers[':method'] || 'GET',
     host: http?.host || headers[':authority'] || headers['host'] || '',
     path: http?.path || headers[':path'] || '/',
     headers,
     contextExtensions: req.attributes?.context_extensions ?? {},
+    transport: 'grpc',
   };
 }
 
@@ -42,6 +54,16 @@ export function decisionToCheckResponse(d: Exclude<Decision, { kind: 'error' }>)
         headers: d.headers.map(([k, v]) => overwrite(k, v)),
         headers_to_remove: [...d.removeHeaders],
         ...(d.removeQuery.length > 0 ? { query_parameters_to_remove: [...d.removeQuery] } : {}),
+        // A refreshed sign-in session: Set-Cookie on the client's response (each one added, never merged).
+        ...(d.responseHeaders && d.responseHeaders.length > 0
+          ? {
+              response_headers_to_add: d.responseHeaders.map(([key, value]) => ({
+                header: { key, value },
+                append: { value: true },
+                append_action: 'APPEND_IF_EXISTS_OR_ADD' as const,
+              })),
+            }
+          : {}),
       },
       dynamic_metadata: { fields },
     };

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Logger } from '@extsvc/common/logger';
 import type { AuthRequest, Decision } from './decision.ts';
-import { INTERNAL_DENY, type CheckObserver } from './grpc-check.ts';
+import { INTERNAL_DENY, joinCookies, type CheckObserver } from './grpc-check.ts';
 import { boundPort } from '@extsvc/common/net';
 import { headerListed } from './policy.ts';
 
@@ -68,6 +68,8 @@ export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): Aut
     if (v === undefined) continue;
     headers[k] = Array.isArray(v) ? v.join(',') : v;
   }
+  // Node joins repeated Cookie headers with `; `; Envoy's http_service sends its `,`-joined copy.
+  if (headers['cookie'] !== undefined) headers['cookie'] = joinCookies(headers['cookie']);
   const path = stripPathPrefix(req.url ?? '/', pathPrefix);
   if (path === undefined) return undefined;
   return {
@@ -76,6 +78,7 @@ export function httpRequestToAuth(req: IncomingMessage, pathPrefix: string): Aut
     path,
     headers,
     contextExtensions: {},
+    transport: 'http',
   };
 }
 

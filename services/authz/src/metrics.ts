@@ -20,6 +20,16 @@ export interface AuthzMetrics {
   readonly issuerKeysLoaded: Gauge<'provider'>;
   /** Uses of the /diag test form by result (allow/deny/error/invalid/limited). */
   readonly diagTests: Counter<'result'>;
+  /** Browsers sent to the identity provider to sign in, by login block. */
+  readonly loginRedirects: Counter<'login'>;
+  /** Sign-in sessions issued (callback completed), by login block. */
+  readonly loginSessions: Counter<'login'>;
+  /** Session refreshes with the refresh token, by login block and result (ok/error). */
+  readonly loginRefreshes: Counter<'login' | 'result'>;
+  /** Sign-in failures by login block and reason (state_mismatch, code_rejected, ...). */
+  readonly loginFailures: Counter<'login' | 'reason'>;
+  /** Logouts by login block. */
+  readonly loginLogouts: Counter<'login'>;
 }
 
 /** Creates the metrics on `registry`. */
@@ -73,6 +83,36 @@ export function createMetrics(registry: Registry): AuthzMetrics {
       name: 'authz_diag_test_total',
       help: 'Uses of the admin /diag "test a request" form by result; limited ones were answered 429.',
       labelNames: ['result'],
+      registers,
+    }),
+    loginRedirects: new Counter({
+      name: 'authz_login_redirects_total',
+      help: 'Browser navigations without a session sent to the identity provider, by login block.',
+      labelNames: ['login'],
+      registers,
+    }),
+    loginSessions: new Counter({
+      name: 'authz_login_sessions_total',
+      help: 'Sign-in sessions issued after a completed callback, by login block.',
+      labelNames: ['login'],
+      registers,
+    }),
+    loginRefreshes: new Counter({
+      name: 'authz_login_refresh_total',
+      help: 'Session refreshes with the refresh token by login block and result (ok/error).',
+      labelNames: ['login', 'result'],
+      registers,
+    }),
+    loginFailures: new Counter({
+      name: 'authz_login_failures_total',
+      help: 'Sign-in, session and refresh failures by login block and reason.',
+      labelNames: ['login', 'reason'],
+      registers,
+    }),
+    loginLogouts: new Counter({
+      name: 'authz_login_logouts_total',
+      help: 'Logouts by login block.',
+      labelNames: ['login'],
       registers,
     }),
     reloadOk: new Gauge({

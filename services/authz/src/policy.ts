@@ -6,6 +6,7 @@ import { ConfigError, ProblemCollector } from '@extsvc/common/errors';
 import { deepFreeze, parseDuration } from '@extsvc/common/config';
 import type { JSONWebKeySet } from 'jose';
 import { hostMatcher, parseTemplate, type HostMatcher, type PathMatcher, type Template } from './match.ts';
+import { parseLogin, type LoginSettings } from './signin/config.ts';
 
 /** Asymmetric JWS algorithms accepted by default. */
 export const ASYMMETRIC_ALGS = [
@@ -138,6 +139,8 @@ export interface Rule {
   /** Allow CORS preflights (OPTIONS + Origin + Access-Control-Request-Method) without credentials. */
   readonly allowPreflight: boolean;
   readonly identity: IdentitySettings;
+  /** Browser sign-in (OIDC code flow) for requests without a bearer token, when set. */
+  readonly login: LoginSettings | undefined;
 }
 
 /** A validated, frozen policy. */
@@ -153,6 +156,8 @@ export interface Policy {
   readonly reservedHeaders: readonly string[];
   /** Header name prefixes (`x-auth-`) clients may never use: every such request header is stripped. */
   readonly reservedHeaderPrefixes: readonly string[];
+  /** Every distinct login block (root, per policy, per rule), for sign-in endpoints and /diag. */
+  readonly logins: readonly LoginSettings[];
   /** Files read while loading (policy, secrets, JWKS files), for the reload watcher. */
   readonly files: readonly string[];
 }
@@ -193,7 +198,7 @@ export function headerListed(name: string, patterns: readonly string[]): boolean
 }
 
 /** Validation context: collects problems as `file: field: message`. */
-class Ctx {
+export class Ctx {
   readonly problems = new ProblemCollector();
   readonly files: string[] = [];
   readonly file: string;
@@ -789,6 +794,10 @@ function parseRules(
   providers: ReadonlyMap<string, Provider>,
   sets: ReadonlyMap<string, unknown>,
   identity: IdentitySettings,
+  login: {
+    readonly base: LoginSettings | undefined;
+    readonly env: Readonly<Record<string, string | undefined>>;
+  },
 ): Rule[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) {
@@ -803,7 +812,7 @@ function parseRules(
       ctx.add(f, 'must be a mapping');
       return;
     }
-    ctx.keys(r, f, ['name', 'match', 'cors', 'identity', 'action', ...REQUIREMENT_KEYS]);
+    ctx.keys(r, f, ['name', 'match', 'cors', 'identity', 'action', 'login', ...REQUIREMENT_KEYS]);
     const name = r['name'] === undefined ? `${field}[${i}]` : ctx.str(r['name'], `${f}.name`);
     if (name !== undefined && names.has(name)) ctx.add(`${f}.name`, `duplicate rule name '${name}'`);
     if (name !== undefined) names.add(name);
@@ -869,8 +878,22 @@ function parseRules(
             `${f}.identity.removeCredentials`,
             `HTTP mode cannot remove the query-string token of provider '${n}' (Envoy's http_service cannot rewrite the path): drop its query token source or run gRPC only with --http-enabled=false`,
           );
+    // `login: false` opts a rule out of its policy's sign-in.
+    const ruleLogin =
+      r['login'] === undefined
+        ? login.base
+        : r['login'] === false
+          ? undefined
+          : parseLogin(ctx, r['login'], `${f}.login`, providers, login.env);
+    if (ruleLogin && requirement && jwtProviders(requirement).length === 0)
+      ctx.add(`${f}.login`, 'needs a jwt requirement (the session stands in for its bearer token)');
+    else if (ruleLogin && requirement && !jwtProviders(requirement).includes(ruleLogin.provider))
+      ctx.add(
+        `${f}.login.provider`,
+        `provider '${ruleLogin.provider}' is not among the rule's jwt providers`,
+      );
     if (name !== undefined && requirement)
-      rules.push({ name, hosts, path, methods, requirement, allowPreflight, identity: id });
+      rules.push({ name, hosts, path, methods, requirement, allowPreflight, identity: id, login: ruleLogin });
   });
   return rules;
 }
@@ -904,6 +927,7 @@ export function parsePolicy(
     'reservedHeaderPrefixes',
     'rules',
     'policies',
+    'login',
   ]);
   const realm = doc['realm'] === undefined ? 'authz' : (ctx.str(doc['realm'], 'realm') ?? 'authz');
   if (/["\\\r\n]/.test(realm)) ctx.add('realm', 'must not contain quotes, backslashes or newlines');
@@ -934,7 +958,9 @@ export function parsePolicy(
     payloadHeader: undefined,
     removeCredentials: false,
   });
-  const rules = parseRules(ctx, doc['rules'], 'rules', providers, sets, identity);
+  const rootLogin =
+    doc['login'] === undefined ? undefined : parseLogin(ctx, doc['login'], 'login', providers, env);
+  const rules = parseRules(ctx, doc['rules'], 'rules', providers, sets, identity, { base: rootLogin, env });
   const policies = new Map<string, Rule[]>();
   const rawPolicies = doc['policies'] ?? {};
   if (!isObj(rawPolicies)) ctx.add('policies', 'must be a mapping of name to {rules}');
@@ -944,8 +970,15 @@ export function parsePolicy(
         ctx.add(`policies.${name}`, 'must be a mapping with rules');
         continue;
       }
-      ctx.keys(p, `policies.${name}`, ['rules']);
-      policies.set(name, parseRules(ctx, p['rules'], `policies.${name}.rules`, providers, sets, identity));
+      ctx.keys(p, `policies.${name}`, ['rules', 'login']);
+      const pl =
+        p['login'] === undefined
+          ? rootLogin
+          : parseLogin(ctx, p['login'], `policies.${name}.login`, providers, env);
+      policies.set(
+        name,
+        parseRules(ctx, p['rules'], `policies.${name}.rules`, providers, sets, identity, { base: pl, env }),
+      );
     }
   const reserved = new Set<string>();
   const extra = ctx.strList(doc['reservedHeaders'], 'reservedHeaders') ?? [];
@@ -970,6 +1003,19 @@ export function parsePolicy(
       ctx.add(pf, `'${n}' is too broad (it would strip ${hit ?? 'common headers'})`);
     else prefixes.push(n);
   });
+  const logins = [
+    ...new Set([...rules, ...[...policies.values()].flat()].flatMap((r) => (r.login ? [r.login] : []))),
+  ];
+  const byCookie = new Map<string, string>();
+  for (const l of logins) {
+    const other = byCookie.get(l.cookie.name);
+    if (other !== undefined && other !== l.id)
+      ctx.add(
+        `${l.id}.cookie.name`,
+        `the same cookie name as ${other}: give each login block its own cookie`,
+      );
+    byCookie.set(l.cookie.name, l.id);
+  }
   ctx.problems.throwIfAny();
   return deepFreeze({
     realm,
@@ -979,6 +1025,7 @@ export function parsePolicy(
     policies,
     reservedHeaders: [...reserved],
     reservedHeaderPrefixes: prefixes,
+    logins,
     files: ctx.files,
   });
 }

@@ -25,6 +25,7 @@ import {
   type HttpPrefixState,
   type ReloadState,
 } from './diag.ts';
+import { SigninStats } from './signin/stats.ts';
 import { emptyPolicy, loadPolicyFile, type Policy, type PolicyOptions } from './policy.ts';
 
 /** A running authz service. */
@@ -70,6 +71,21 @@ function policyView(p: Policy): unknown {
       keys: s.keys.map((k) => k.name),
     })),
     rules: p.rules.map((r) => r.name),
+    // Client secret and session keys are never shown: only that they are set.
+    logins: p.logins.map((l) => ({
+      id: l.id,
+      provider: l.provider,
+      clientId: l.clientId,
+      clientSecret: '(redacted)',
+      sessionKeys: `(${l.sessionKeys.length} redacted)`,
+      scopes: l.scopes,
+      redirectPath: l.redirectPath,
+      logoutPath: l.logoutPath,
+      postLogoutRedirect: l.postLogoutRedirect,
+      cookie: l.cookie,
+      sessionTtlMs: l.sessionTtlMs,
+      edgeStack: l.edgeStack,
+    })),
     policies: Object.fromEntries([...p.policies].map(([k, rs]) => [k, rs.map((r) => r.name)])),
     reservedHeaders: p.reservedHeaders,
   };
@@ -106,6 +122,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   const fetchLog = new FetchLog();
   const tracing = deps.tracing;
   const fetcher = deps.fetch ?? fetchJson;
+  const signinStats = new SigninStats(deps.now ?? Date.now);
   const authorizer = new Authorizer(policy, {
     fetch: tracing ? tracedFetch(tracing, fetcher) : fetcher,
     now: deps.now ?? Date.now,
@@ -119,6 +136,27 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
       setImmediate(() => keyHealth());
     },
     onCache: (hit) => metrics.tokenCache.inc({ result: hit ? 'hit' : 'miss' }),
+    onSignin: (e) => {
+      signinStats.record(e);
+      const login = e.login;
+      switch (e.kind) {
+        case 'redirect':
+          metrics.loginRedirects.inc({ login });
+          break;
+        case 'session':
+          metrics.loginSessions.inc({ login });
+          break;
+        case 'refresh':
+          metrics.loginRefreshes.inc({ login, result: e.ok ? 'ok' : 'error' });
+          break;
+        case 'logout':
+          metrics.loginLogouts.inc({ login });
+          break;
+        case 'failure':
+          metrics.loginFailures.inc({ login, reason: e.reason });
+          break;
+      }
+    },
   });
   // Providers whose keys were never obtained: a readiness component (failing only with
   // --require-issuer-keys), a gauge per provider, and the provider state on /diag.
@@ -279,6 +317,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
           reload: () => lastReload,
           fetchLog,
           httpPrefix: config.httpEnabled ? () => prefixState : undefined,
+          signin: signinStats,
         },
       }),
   });

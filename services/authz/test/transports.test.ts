@@ -60,6 +60,7 @@ describe('gRPC adapter', () => {
       path: '/a?b=1',
       headers: { authorization: 'Bearer x', 'x-raw': 'v' },
       contextExtensions: { policy: 'p' },
+      transport: 'grpc',
     });
   });
 
