@@ -33,6 +33,7 @@ export function writeHosts(path: string, hosts: readonly HostSpec[]): void {
 export interface HostStatusView {
   key: string;
   state: string;
+  tlsSecret?: string;
   phasePending: string;
   errorReason?: string;
   errorBackoff?: string;

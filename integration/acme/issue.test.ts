@@ -60,11 +60,15 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
 
   it('issues one certificate for the Hosts sharing a tlsSecret and reports them Ready', async function () {
     this.timeout(60_000);
+    // Three Ready Hosts: site-a and site-b (one certificate), and nosecret, which names no tlsSecret
+    // and gets its own certificate in Edge Stack's default Secret (its hostname).
     const hosts = await waitUntil(
       'site Hosts Ready',
       async () => {
         const h = await hostStatuses(acme);
-        return h.get('default/site-a')?.state === 'Ready' && h.get('default/site-b')?.state === 'Ready'
+        return h.get('default/site-a')?.state === 'Ready' &&
+          h.get('default/site-b')?.state === 'Ready' &&
+          h.get('default/nosecret')?.state === 'Ready'
           ? h
           : undefined;
       },
@@ -78,7 +82,10 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
     const leaf = new X509Certificate(chain);
     assert.match(leaf.subjectAltName ?? '', /DNS:a\.site\.test/);
     assert.match(leaf.subjectAltName ?? '', /DNS:b\.site\.test/);
-    assert.equal(await acme.metric('acme_hosts', { state: 'Ready' }), 2);
+    assert.equal(await acme.metric('acme_hosts', { state: 'Ready' }), 3);
+    const c = new X509Certificate(readFileSync(join(certDir, 'default', 'c.site.test', 'tls.crt'), 'utf8'));
+    assert.equal(c.subjectAltName, 'DNS:c.site.test');
+    assert.deepEqual(hosts.get('default/nosecret')?.names, ['c.site.test']);
     assert.ok((await acme.metric('acme_orders_total', { result: 'issued' })) >= 1);
     assert.ok(
       (await acme.metric('acme_request_duration_seconds_count', { op: 'new-order', status: '201' })) >= 1,
@@ -97,12 +104,11 @@ describe('acme: issue through Envoy, serve over TLS, renew by itself', function 
       hosts.get('default/wild')?.errorReason ?? '',
       /wildcard hostname "\*\.site\.test" cannot be validated with HTTP-01/,
     );
-    assert.equal(
-      hosts.get('default/nosecret')?.errorReason,
-      'spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to',
-    );
+    // No tlsSecret: Edge Stack's default name (the hostname), not an Error.
+    assert.equal(hosts.get('default/nosecret')?.tlsSecret, 'default/c.site.test');
+    assert.equal(hosts.get('default/nosecret')?.state, 'Ready');
     assert.match(hosts.get('default/badauth')?.errorReason ?? '', /must be an https:\/\/ ACME directory URL/);
-    assert.equal(await acme.metric('acme_hosts', { state: 'Error' }), 3);
+    assert.equal(await acme.metric('acme_hosts', { state: 'Error' }), 2);
   });
 
   it("serves the certificate on Envoy's HTTPS listener, verified against Pebble's root", async function () {

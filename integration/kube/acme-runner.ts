@@ -51,7 +51,8 @@ const controller = await startKubeController(
       renewDeadlineMs: num('RENEW_DEADLINE_MS', 10_000),
       retryPeriodMs: num('RETRY_PERIOD_MS', 2_000),
     },
-    optIn: { ambassadorIds: (process.env['KUBE_AMBASSADOR_ID'] ?? '').split(',').filter((s) => s !== '') },
+    optIn: { ambassadorIds: (process.env['AMBASSADOR_ID'] ?? '').split(',').filter((s) => s !== '') },
+    adoptFieldManagers: (process.env['ADOPT_FIELD_MANAGERS'] ?? '').split(',').filter((s) => s !== ''),
     defaultAuthority: env('DEFAULT_AUTHORITY'),
     allowedAuthorities: [
       env('DEFAULT_AUTHORITY'),

@@ -224,10 +224,17 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     assert.equal((await follower.admin<{ orders: number }>('/stats')).orders, 0, 'the follower never orders');
     assert.equal((await leader.admin<{ orders: number }>('/stats')).orders, 1);
 
-    // Account key: Edge Stack's layout (Opaque, user.key SEC1 EC PEM) in acme's namespace.
-    const r = await kube.raw('GET', '/api/v1/namespaces/extsvc-acme/secrets');
+    // Account key: Edge Stack's layout (Opaque, user.key SEC1 EC PEM) in the Host's namespace, under
+    // Edge Stack's derived name NameEncode(authority)--NameEncode(email); none in acme's namespace.
+    const home = await kube.raw('GET', '/api/v1/namespaces/extsvc-acme/secrets');
+    assert.equal((home.body as { items: V1Secret[] }).items.filter((x) => x.data?.['user.key']).length, 0);
+    const r = await kube.raw('GET', '/api/v1/namespaces/default/secrets');
     const accounts = (r.body as { items: V1Secret[] }).items.filter((x) => x.data?.['user.key']);
     assert.equal(accounts.length, 1);
+    assert.match(
+      accounts[0]?.metadata?.name ?? '',
+      /^https-3a-2f-2f127\.0\.0\.1-3a[0-9]+-2fdir--ops-40extsvc\.test$/,
+    );
     const account = accounts[0];
     assert.ok(account);
     assert.equal(account.type, 'Opaque');

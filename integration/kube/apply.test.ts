@@ -8,6 +8,7 @@ import {
   assertAcmeRbacByImpersonation,
   assertAcmeTokenConfined,
   assertAcmeTokenHostsAndSecrets,
+  assertAcmeAdmission,
   assertNetworkPolicies,
   assertRedis,
   assertNoEmissaryCrds,
@@ -240,6 +241,11 @@ describe('deploy/kubernetes applies to a real kube-apiserver', function () {
 
   it("acme's own token cannot PATCH authz-policy or ratelimit-config, and can do what acme needs (issue 18 #5)", async function () {
     await assertAcmeTokenConfined(kube, layout);
+  });
+
+  it("admission: acme's token may write only its own challenge Mappings and a Host's missing spec.tlsSecret (ValidatingAdmissionPolicy)", async function () {
+    this.timeout(60_000);
+    await assertAcmeAdmission(kube, layout);
   });
 
   it("RBAC holds for the acme ServiceAccount's own token (TokenRequest), not only impersonation", async function () {

@@ -628,3 +628,161 @@ export function assertRedis(kube: KubeHandle, layout: Layout): void {
   );
   assert.deepEqual(svc.spec.selector, { 'app.kubernetes.io/name': 'redis' });
 }
+
+/**
+ * The acme ServiceAccount's Mapping and Host writes, with its own token, against the shipped
+ * ValidatingAdmissionPolicy: a user's Mapping cannot be patched, taken over (label added), or a
+ * Mapping that routes anything else planted; a Host cannot be changed beyond adding a missing
+ * spec.tlsSecret. acme's own challenge Mapping (as the controller applies it) and the tlsSecret
+ * default still work. Other users are not affected.
+ */
+export async function assertAcmeAdmission(kube: KubeHandle, layout: Layout): Promise<void> {
+  const token = kube.serviceAccountToken(layout.acmeNs, 'acme');
+  const APPLY = 'application/apply-patch+yaml';
+  const mappings = '/apis/getambassador.io/v3alpha1/namespaces/default/mappings';
+  const hosts = '/apis/getambassador.io/v3alpha1/namespaces/default/hosts';
+  const service = `acme.${layout.acmeNs}:8089`;
+  const mapping = (
+    name: string,
+    spec: Record<string, unknown>,
+    labels?: Record<string, string>,
+  ): unknown => ({
+    apiVersion: 'getambassador.io/v3alpha1',
+    kind: 'Mapping',
+    metadata: { name, namespace: 'default', ...(labels ? { labels } : {}) },
+    spec,
+  });
+  const ours = { 'app.kubernetes.io/managed-by': 'extsvc-acme' };
+  const challenge = {
+    hostname: 'adm.example.com',
+    prefix: '/.well-known/acme-challenge/',
+    rewrite: '',
+    service,
+    bypass_auth: true,
+    timeout_ms: 5000,
+  };
+  // A user's Mapping, as its owner (admin) wrote it.
+  let r = await kube.raw(
+    'POST',
+    mappings,
+    mapping('user-app', { hostname: '*', prefix: '/app/', service: 'app:80' }),
+  );
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const userBefore = JSON.stringify((r.body as { spec: unknown }).spec);
+  const refused = (x: { status: number; body: unknown }, what: string, re: RegExp): void => {
+    assert.equal(x.status, 403, `${what}: ${x.status} ${JSON.stringify(x.body)}`);
+    assert.match((x.body as { message?: string }).message ?? '', re, what);
+  };
+  // RBAC allows Mapping writes in served namespaces; the policy refuses each of these.
+  r = await kube.raw(
+    'PATCH',
+    `${mappings}/user-app`,
+    { spec: { service: 'evil:80', bypass_auth: true } },
+    { token, contentType: MERGE },
+  );
+  refused(r, "patch of a user's Mapping", /extsvc-acme-writes.*only its own challenge Mappings/);
+  r = await kube.raw(
+    'PATCH',
+    `${mappings}/user-app`,
+    { metadata: { labels: ours } },
+    { token, contentType: MERGE },
+  );
+  refused(r, "taking over a user's Mapping with acme's label", /only its own challenge Mappings/);
+  r = await kube.raw('DELETE', `${mappings}/user-app`, undefined, { token });
+  refused(r, "deleting a user's Mapping", /only its own challenge Mappings/);
+  r = await kube.raw('POST', mappings, mapping('evil-acme-challenge', { ...challenge, prefix: '/' }, ours), {
+    token,
+  });
+  refused(r, 'a challenge-named Mapping routing everything', /routes only \/\.well-known\/acme-challenge\//);
+  r = await kube.raw(
+    'POST',
+    mappings,
+    mapping('evil2-acme-challenge', { ...challenge, service: 'evil:80' }, ours),
+    { token },
+  );
+  refused(r, 'a challenge Mapping to another service', /routes only/);
+  r = await kube.raw(
+    'POST',
+    mappings,
+    mapping('evil3-acme-challenge', { ...challenge, add_request_headers: { x: { value: 'y' } } }, ours),
+    { token },
+  );
+  refused(r, 'a challenge Mapping with extra fields', /routes only/);
+  assert.equal(
+    JSON.stringify(((await kube.raw('GET', `${mappings}/user-app`)).body as { spec: unknown }).spec),
+    userBefore,
+  );
+  // acme's own challenge Mapping, applied the way the controller applies it, then updated and deleted.
+  r = await kube.raw(
+    'PATCH',
+    `${mappings}/adm-acme-challenge?fieldManager=extsvc-acme&force=true`,
+    mapping('adm-acme-challenge', challenge, ours),
+    { token, contentType: APPLY },
+  );
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  r = await kube.raw(
+    'PATCH',
+    `${mappings}/adm-acme-challenge?fieldManager=extsvc-acme&force=true`,
+    mapping('adm-acme-challenge', { ...challenge, timeout_ms: 3000 }, ours),
+    { token, contentType: APPLY },
+  );
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  r = await kube.raw('DELETE', `${mappings}/adm-acme-challenge`, undefined, { token });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  // Hosts: only a missing spec.tlsSecret may be added.
+  const host = {
+    apiVersion: 'getambassador.io/v3alpha1',
+    kind: 'Host',
+    metadata: { name: 'adm', namespace: 'default' },
+  };
+  r = await kube.raw('POST', hosts, {
+    ...host,
+    spec: { hostname: 'adm.example.com', acmeProvider: { email: 'a@example.com' } },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  r = await kube.raw(
+    'PATCH',
+    `${hosts}/adm`,
+    { spec: { hostname: 'evil.example.com' } },
+    { token, contentType: MERGE },
+  );
+  refused(r, "changing a Host's hostname", /only add a missing spec\.tlsSecret/);
+  r = await kube.raw(
+    'PATCH',
+    `${hosts}/adm`,
+    { spec: { tlsSecret: { name: 'x' }, hostname: 'evil.example.com' } },
+    { token, contentType: MERGE },
+  );
+  refused(r, 'adding tlsSecret and changing the hostname at once', /only add a missing spec\.tlsSecret/);
+  r = await kube.raw(
+    'PATCH',
+    `${hosts}/adm`,
+    { metadata: { labels: { a: 'b' } }, spec: { tlsSecret: { name: 'x' } } },
+    { token, contentType: MERGE },
+  );
+  refused(r, 'adding tlsSecret and a label at once', /only add a missing spec\.tlsSecret/);
+  r = await kube.raw(
+    'PATCH',
+    `${hosts}/adm?fieldManager=extsvc-acme`,
+    { ...host, spec: { tlsSecret: { name: 'adm.example.com' } } },
+    { token, contentType: APPLY },
+  );
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  r = await kube.raw(
+    'PATCH',
+    `${hosts}/adm`,
+    { spec: { tlsSecret: { name: 'other' } } },
+    { token, contentType: MERGE },
+  );
+  refused(r, 'changing an existing tlsSecret', /only add a missing spec\.tlsSecret/);
+  // Other users are not matched by the policy.
+  r = await kube.raw(
+    'PATCH',
+    `${mappings}/user-app`,
+    { spec: { service: 'app:8080' } },
+    { contentType: MERGE },
+  );
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  await kube.raw('DELETE', `${mappings}/user-app`);
+  await kube.raw('DELETE', `${hosts}/adm`);
+}

@@ -10,6 +10,7 @@ import {
   assertAcmeRbacByImpersonation,
   assertAcmeTokenConfined,
   assertAcmeTokenHostsAndSecrets,
+  assertAcmeAdmission,
   assertNetworkPolicies,
   assertNoEmissaryCrds,
   assertRedis,
@@ -316,6 +317,7 @@ describe('deploy/helm/extsvc with helm v4: lint, template, install into a real k
       assertAcmeRbacByImpersonation(kube, layout);
       await assertAcmeTokenConfined(kube, layout);
       await assertAcmeTokenHostsAndSecrets(kube, layout);
+      await assertAcmeAdmission(kube, layout);
     });
 
     it('NetworkPolicies as installed, then with other Emissary/Prometheus selectors after helm upgrade', function () {

@@ -81,7 +81,7 @@ export const ACME_OPTIONS = {
     kind: 'list',
     env: 'AMBASSADOR_ID',
     default: ['default'],
-    doc: 'Only Hosts with one of these ambassador_id values (none given = "default"); "*" for all.',
+    doc: 'Only Hosts with one of these ambassador_id values (none given = "default"), as Emissary selects its resources; "*" for all. Kubernetes mode: Hosts with an acmeProvider and a matching ambassador_id are managed; empty: only Hosts annotated acme.extsvc.dev/manage: "true".',
   },
   'ca-file': {
     kind: 'file',
@@ -229,11 +229,11 @@ export const ACME_OPTIONS = {
     default: [],
     doc: 'Namespaces whose Hosts are watched (comma-separated); empty: all namespaces.',
   },
-  'kube-ambassador-id': {
+  'adopt-field-managers': {
     kind: 'list',
-    env: 'KUBE_AMBASSADOR_ID',
+    env: 'ADOPT_FIELD_MANAGERS',
     default: [],
-    doc: 'Kubernetes mode opt-in: Hosts with one of these ambassador_ids are managed; with none, only Hosts annotated acme.extsvc.dev/manage: "true" (never fights Edge Stack).',
+    doc: 'Kubernetes mode: field managers whose TLS Secrets acme may take over (amb-sidecar = Edge Stack, kubectl-create = kubectl create secret tls); default none. Helm and cert-manager Secrets are never taken over.',
   },
   'pod-namespace': {
     kind: 'string',

@@ -87,6 +87,12 @@ export interface HostDefaults {
    * is an Error on the Host and is never contacted: the URL comes from whoever may write Hosts.
    */
   readonly allowedAuthorities: readonly string[];
+  /**
+   * Kubernetes mode: a Host without acmeProvider.privateKeySecret gets Edge Stack's derived account
+   * Secret (`NameEncode(authority)[--NameEncode(email)]`) in its own namespace. Default false (file
+   * mode keeps derived accounts under --account-dir).
+   */
+  readonly accountSecretInHostNamespace?: boolean;
 }
 
 /** Result of reading a Hosts file: the Hosts, or file-level problems (YAML syntax) that block the file. */
@@ -216,8 +222,10 @@ export function parseHost(
     );
   const authProblem = authorityProblem(authority, defaults.allowedAuthorities);
   if (authProblem !== undefined) return invalid(authProblem);
-  if (!tlsSecret)
-    return invalid('spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to');
+  // The Host CRD's documented default (crd_host.go: "If ACME is enabled, then the default is
+  // $hostname"), named as Edge Stack names it (NameEncode), so Hosts written from Emissary's docs
+  // (no tlsSecret) and the Secrets Edge Stack already made keep working.
+  tlsSecret ??= { namespace, name: nameEncode(hostname) };
   const email = p['email'];
   if (email !== undefined && (typeof email !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(email)))
     return invalid('spec.acmeProvider.email must be an e-mail address');
@@ -246,6 +254,10 @@ export function parseHost(
       `metadata.annotations["${PROFILE_ANNOTATION}"] "${byAnnotation}" and spec.acmeProvider.profile "${bySpec}" differ; name the profile once`,
     );
   const profile = byAnnotation ?? bySpec;
+  // Edge Stack keeps the derived account key in the Host's namespace too: one account per
+  // namespace, never shared with another tenant.
+  if (privateKeySecret === undefined && defaults.accountSecretInHostNamespace === true)
+    privateKeySecret = { namespace, name: derivedAccountName(authority, email) };
   return {
     kind: 'acme',
     key,
@@ -310,6 +322,11 @@ export function parseHostsText(text: string, file: string, defaults: HostDefault
     hosts.push(parsed);
   });
   return { kind: 'ok', hosts, ignored };
+}
+
+/** Edge Stack's name of an account key Secret: `NameEncode(authority)[--NameEncode(email)]`. */
+export function derivedAccountName(authority: string, email?: string): string {
+  return email ? `${nameEncode(authority)}--${nameEncode(email)}` : nameEncode(authority);
 }
 
 /** Encodes a string the way Edge Stack names derived Secrets: keep [a-z0-9.], others `-%02x`. */

@@ -185,7 +185,8 @@ export class Issuer {
   readonly #opts: IssuerOptions;
   #hosts: readonly ParsedHost[] = [];
   readonly #groups = new Map<string, GroupRuntime>();
-  readonly #noneSecrets = new Map<string, boolean>();
+  /** Hosts with authority none: their tlsSecret exists (true), not (false), or cannot be read (why). */
+  readonly #noneSecrets = new Map<string, boolean | string>();
   #running = 0;
   #timer: { cancel(): void } | undefined;
   #closed = false;
@@ -248,10 +249,15 @@ export class Issuer {
     for (const h of hosts) {
       if (h.kind === 'none' && h.tlsSecret) {
         const s = h.tlsSecret;
+        // Emissary serves another namespace's Secret; acme does not probe it for a tenant.
+        if (s.namespace !== h.namespace) continue;
+        const { certs } = this.#deps;
+        // A user-made Secret (kubectl, Helm, Edge Stack) is fine here: acme only needs it to exist.
+        const present = certs.exists ? certs.exists(s) : certs.read(s).then((c) => c !== undefined);
         loads.push(
-          this.#deps.certs.read(s).then(
-            (c) => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, c !== undefined),
-            () => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, false),
+          present.then(
+            (ok) => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, ok),
+            (err: unknown) => void this.#noneSecrets.set(`${s.namespace}/${s.name}`, errorMessage(err)),
           ),
         );
       }
@@ -754,13 +760,19 @@ export class Issuer {
           break;
         case 'none': {
           const present = tlsSecret === undefined ? undefined : this.#noneSecrets.get(tlsSecret);
+          const problem =
+            present === false
+              ? `tlsSecret ${tlsSecret} does not exist`
+              : typeof present === 'string'
+                ? `tlsSecret ${tlsSecret} cannot be read: ${present}`
+                : undefined;
           out.push({
             ...base,
-            state: present === false ? 'Error' : 'Ready',
+            state: problem !== undefined ? 'Error' : 'Ready',
             phaseCompleted: 'NA',
             phasePending: 'NA',
             tlsCertificateSource: tlsSecret ? 'Other' : 'None',
-            ...(present === false ? { errorReason: `tlsSecret ${tlsSecret} does not exist` } : {}),
+            ...(problem !== undefined ? { errorReason: problem } : {}),
           });
           break;
         }

@@ -39,6 +39,11 @@ export interface FailureRecord {
 export interface CertificateStore {
   /** The stored pair, undefined when absent. Throws only on I/O failures other than absence. */
   read(secret: SecretRef): Promise<StoredCertificate | undefined>;
+  /**
+   * Optional: whether the Secret exists and is readable, whoever manages it (Hosts with authority
+   * `none` only need it to exist). Throws when it cannot be read (e.g. 403).
+   */
+  exists?(secret: SecretRef): Promise<boolean>;
   /** Replaces the pair atomically: readers see the old pair or the new one, never a mix. */
   write(secret: SecretRef, cert: StoredCertificate): Promise<void>;
   /**

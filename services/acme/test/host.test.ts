@@ -40,7 +40,7 @@ describe('acme host parsing', () => {
         ['web/a', 'acme'],
         ['web/b', 'acme'],
         ['web/wild', 'invalid'],
-        ['web/nosecret', 'invalid'],
+        ['web/nosecret', 'acme'],
         ['web/badauth', 'invalid'],
         ['web/manual', 'none'],
         ['default/defaulted', 'acme'],
@@ -54,10 +54,12 @@ describe('acme host parsing', () => {
       reason('web/wild'),
       'wildcard hostname "*.example.com" cannot be validated with HTTP-01 (wildcards need DNS-01)',
     );
-    assert.equal(
-      reason('web/nosecret'),
-      'spec.tlsSecret.name is required: ACME needs a Secret to write the certificate to',
-    );
+    // No tlsSecret: Edge Stack's default, the hostname NameEncoded, in the Host's namespace.
+    const nosecret = byKey(hosts, 'web/nosecret');
+    assert.deepEqual(nosecret.kind === 'acme' && nosecret.tlsSecret, {
+      namespace: 'web',
+      name: nameEncode(nosecret.hostname ?? ''),
+    });
     assert.equal(
       reason('web/badauth'),
       'spec.acmeProvider.authority "ftp://ca.example/dir" must be an https:// ACME directory URL',
@@ -91,6 +93,7 @@ describe('acme host parsing', () => {
       groups.map((g) => [g.key, g.names, g.hostKeys]),
       [
         ['default/g-tls', ['g.example.com'], ['default/defaulted']],
+        ['web/c.example.com', ['c.example.com'], ['web/nosecret']],
         ['web/shared-tls', ['a.example.com', 'b.example.com'], ['web/a', 'web/b']],
       ],
     );
@@ -270,5 +273,30 @@ describe('acme host parsing', () => {
       `${nameEncode('https://acme-v02.api.letsencrypt.org/directory')}--${nameEncode('julian@example.com')}`,
       'https-3a-2f-2facme-2dv02.api.letsencrypt.org-2fdirectory--julian-40example.com',
     );
+  });
+
+  it("a Host from Emissary's docs (acmeProvider.email only): tlsSecret is the NameEncoded hostname; in Kubernetes mode the account Secret is Edge Stack's derived name in the Host's namespace", () => {
+    const doc = {
+      apiVersion: 'getambassador.io/v3alpha1',
+      kind: 'Host',
+      metadata: { name: 'example-host', namespace: 'shop' },
+      spec: { hostname: 'my-host.example.com', acmeProvider: { email: 'julian@example.com' } },
+    };
+    const le = 'https://acme-v02.api.letsencrypt.org/directory';
+    const kube = { ...defaults, authority: le, allowedAuthorities: [le], accountSecretInHostNamespace: true };
+    const h = parseHost(doc, { file: 'Host shop/example-host', index: 0 }, kube);
+    assert.equal(h.kind, 'acme');
+    assert.deepEqual(h.kind === 'acme' && h.tlsSecret, { namespace: 'shop', name: 'my-2dhost.example.com' });
+    assert.deepEqual(h.kind === 'acme' && h.acme?.privateKeySecret, {
+      namespace: 'shop',
+      name: 'https-3a-2f-2facme-2dv02.api.letsencrypt.org-2fdirectory--julian-40example.com',
+    });
+    // File mode keeps derived accounts under --account-dir.
+    const file = parseHost(
+      doc,
+      { file: 'hosts.yaml', index: 0 },
+      { ...kube, accountSecretInHostNamespace: false },
+    );
+    assert.equal(file.kind === 'acme' ? file.acme?.privateKeySecret : 'x', undefined);
   });
 });

@@ -42,6 +42,8 @@ export interface KubeControllerOptions {
   readonly allowedAuthorities: readonly string[];
   /** How often the leader checks that its Secrets still hold what it wrote (deleted: reissue), ms. */
   readonly secretCheckIntervalMs: number;
+  /** Field managers whose TLS Secrets acme may take over (Edge Stack's `amb-sidecar`...); default none. */
+  readonly adoptFieldManagers?: readonly string[];
   /** When set, the leader applies a challenge Mapping per Host routing to this service (`name.ns:port`). */
   readonly challengeMappingService?: string;
 }
@@ -93,6 +95,7 @@ export async function startKubeController(
     authority: opts.defaultAuthority,
     ambassadorIds: ['*'],
     allowedAuthorities: opts.allowedAuthorities,
+    accountSecretInHostNamespace: true,
   };
   const challenges = new ConfigMapChallengeStore(apis, opts.ownNamespace, { logger: log });
   let closed = false;
@@ -209,8 +212,47 @@ export async function startKubeController(
     if (!issuer) return;
     const parsed = await withOwnership(parsedManaged());
     await issuer.setHosts(parsed);
+    await applyDefaultTlsSecrets(parsed);
     if (opts.challengeMappingService) await applyMappings(parsed);
     scheduleStatus();
+  }
+
+  // Emissary terminates TLS for a Host only when spec.tlsSecret names a Secret (irhost.py; the CRD:
+  // "If the value is "", then we do not do TLS for this Host"). Like Edge Stack, acme writes the
+  // default it uses (the NameEncoded hostname) into the Host, as its own field (server-side apply):
+  // only spec.tlsSecret, never another field (the admission policy in acme-rbac.yaml enforces it).
+  const defaultedTls = new Set<string>();
+  async function applyDefaultTlsSecrets(parsed: readonly ParsedHost[]): Promise<void> {
+    for (const p of parsed) {
+      if (p.kind !== 'acme' || !p.tlsSecret) continue;
+      const h = hostByKey(p.key);
+      if (!h?.metadata?.name || h.spec?.['tlsSecret'] !== undefined) continue;
+      const uid = h.metadata.uid ?? p.key;
+      if (defaultedTls.has(uid)) continue;
+      try {
+        await apis.custom.patchNamespacedCustomObject(
+          {
+            group,
+            version,
+            namespace: p.namespace,
+            plural: 'hosts',
+            name: h.metadata.name,
+            body: {
+              apiVersion: `${group}/${version}`,
+              kind: 'Host',
+              metadata: { name: h.metadata.name, namespace: p.namespace },
+              spec: { tlsSecret: { name: p.tlsSecret.name } },
+            },
+            fieldManager: FIELD_MANAGER,
+          },
+          applyPatch,
+        );
+        defaultedTls.add(uid);
+        log.info({ host: p.key, tlsSecret: p.tlsSecret.name }, "Host's default spec.tlsSecret written");
+      } catch (err) {
+        log.warn({ host: p.key, err: apiErrorMessage(err) }, 'spec.tlsSecret not written to the Host');
+      }
+    }
   }
 
   async function applyMappings(parsed: readonly ParsedHost[]): Promise<void> {
@@ -388,6 +430,7 @@ export async function startKubeController(
         serial('start leading', async () => {
           if (closed) return;
           certs = new KubeCertificateStore(apis, {
+            adopt: { fieldManagers: opts.adoptFieldManagers ?? [] },
             hooks: {
               ...deps.secretHooks,
               onWritten: (ref, temporary) => {

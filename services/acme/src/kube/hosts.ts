@@ -12,22 +12,33 @@ export interface HostObject extends KubernetesObject {
 /** Which Hosts acme manages. */
 export interface OptIn {
   /**
-   * Hosts with one of these ambassador_id values (a Host without one has "default"); "*" for all.
-   * Empty: only Hosts annotated `acme.extsvc.dev/manage: "true"`. The annotation "false" always opts out.
+   * Hosts with an acmeProvider and one of these ambassador_id values (a Host without one has
+   * "default", as Emissary reads it) are managed; "*" for all. Empty: only Hosts annotated
+   * `acme.extsvc.dev/manage: "true"`. The annotation "false" always opts a Host out.
    */
   readonly ambassadorIds: readonly string[];
 }
 
-/** True when acme manages `h` (never fights Edge Stack's own ACME over Hosts it was not given). */
+/** The ambassador_id values of a Host as Emissary reads them (string or list; absent: "default"). */
+export function hostAmbassadorIds(spec: Record<string, unknown> | undefined): string[] {
+  const raw = spec?.['ambassador_id'];
+  return typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw.map(String) : ['default'];
+}
+
+/**
+ * True when acme manages `h`: selected the way Emissary selects resources (ambassador_id) among
+ * Hosts that ask for ACME (spec.acmeProvider present), or opted in or out by annotation.
+ */
 export function isManaged(h: HostObject, optIn: OptIn): boolean {
   const a = h.metadata?.annotations?.[MANAGE_ANNOTATION];
   if (a === 'true') return true;
   if (a === 'false') return false;
   if (optIn.ambassadorIds.length === 0) return false;
+  // A Host without acmeProvider has its TLS handled elsewhere (cert-manager, by hand): not ours.
+  const provider = h.spec?.['acmeProvider'];
+  if (typeof provider !== 'object' || provider === null) return false;
   if (optIn.ambassadorIds.includes('*')) return true;
-  const raw = h.spec?.['ambassador_id'];
-  const ids = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw.map(String) : ['default'];
-  return ids.some((id) => optIn.ambassadorIds.includes(id));
+  return hostAmbassadorIds(h.spec).some((id) => optIn.ambassadorIds.includes(id));
 }
 
 /** Parses a Host object with the issuer core's validation (one bad Host never affects others). */

@@ -43,13 +43,27 @@ export class KubeStoreError extends Error {
   }
 }
 
+/** Secret annotation: "true" lets acme take over a Secret written by another field manager. */
+export const ADOPT_ANNOTATION = `${ANNOTATION_PREFIX}adopt`;
+
+/** Which Secrets written by someone else acme may take over (explicit opt-in only). */
+export interface AdoptionPolicy {
+  /**
+   * Field managers whose certificate Secrets acme may take over (`amb-sidecar` for Edge Stack,
+   * `kubectl-create` for `kubectl create secret tls`). Default none.
+   */
+  readonly fieldManagers?: readonly string[];
+}
+
 /**
  * Who else manages `secret`, or undefined when acme may write it: absent, created by acme, or an
  * empty placeholder. Signals, in order: a managed-by label of another tool (Helm sets "Helm"), Helm's
  * release annotations, cert-manager annotations or owner (a Certificate), another field manager that
- * owns the certificate data.
+ * owns the certificate data. Only the last one can be waived, and only by an explicit opt-in: the
+ * field manager listed in `adopt.fieldManagers`, or the Secret annotated `acme.extsvc.dev/adopt: "true"`
+ * (by whoever may write it). Helm, cert-manager and owned Secrets are never taken over.
  */
-export function foreignManager(secret: V1Secret): string | undefined {
+export function foreignManager(secret: V1Secret, adopt: AdoptionPolicy = {}): string | undefined {
   const labels = secret.metadata?.labels ?? {};
   const annotations = secret.metadata?.annotations ?? {};
   const managedBy = labels[MANAGED_BY_LABEL];
@@ -59,8 +73,10 @@ export function foreignManager(secret: V1Secret): string | undefined {
   const owner = (secret.metadata?.ownerReferences ?? []).find((o) => o.kind !== 'Host');
   if (owner) return `${owner.kind} ${owner.name} (${owner.apiVersion})`;
   if (managedBy === MANAGED_BY) return undefined;
+  if (annotations[ADOPT_ANNOTATION] === 'true') return undefined;
+  const adoptable = adopt.fieldManagers ?? [];
   for (const f of secret.metadata?.managedFields ?? []) {
-    if (f.manager === FIELD_MANAGER || f.manager === undefined) continue;
+    if (f.manager === FIELD_MANAGER || f.manager === undefined || adoptable.includes(f.manager)) continue;
     const data = (f.fieldsV1 as { 'f:data'?: Record<string, unknown> } | undefined)?.['f:data'];
     if (data && ('f:tls.crt' in data || 'f:tls.key' in data)) return `field manager ${f.manager}`;
   }
@@ -94,10 +110,16 @@ export class KubeCertificateStore implements CertificateStore {
   /** resourceVersion last read or written per Secret, to tell our own writes from others' changes. */
   readonly #seen = new Map<string, string>();
 
-  constructor(apis: KubeApis, opts: { hooks?: SecretStoreHooks; maxAttempts?: number } = {}) {
+  readonly #adopt: AdoptionPolicy;
+
+  constructor(
+    apis: KubeApis,
+    opts: { hooks?: SecretStoreHooks; maxAttempts?: number; adopt?: AdoptionPolicy } = {},
+  ) {
     this.#apis = apis;
     this.#hooks = opts.hooks ?? {};
     this.#maxAttempts = opts.maxAttempts ?? 5;
+    this.#adopt = opts.adopt ?? {};
   }
 
   async #get(ref: SecretRef): Promise<V1Secret | undefined> {
@@ -114,11 +136,13 @@ export class KubeCertificateStore implements CertificateStore {
   }
 
   #check(ref: SecretRef, s: V1Secret): void {
-    const other = foreignManager(s);
+    const other = foreignManager(s, this.#adopt);
     if (other !== undefined)
       throw new KubeStoreError(
         'ERR_SECRET_FOREIGN',
-        `tlsSecret ${ref.namespace}/${ref.name} is managed by ${other}; acme leaves it alone (delete it, or point the Host at another Secret)`,
+        other.startsWith('field manager ')
+          ? `tlsSecret ${ref.namespace}/${ref.name} is managed by ${other}; acme leaves it alone (to hand it over: annotate the Secret ${ADOPT_ANNOTATION}=true or list the manager in --adopt-field-managers)`
+          : `tlsSecret ${ref.namespace}/${ref.name} is managed by ${other}; acme leaves it alone (delete it, or point the Host at another Secret)`,
       );
     if (s.type !== undefined && s.type !== 'kubernetes.io/tls')
       throw new KubeStoreError(
@@ -184,6 +208,11 @@ export class KubeCertificateStore implements CertificateStore {
       if (err instanceof KubeStoreError) return err.message;
       throw err;
     }
+  }
+
+  async exists(ref: SecretRef): Promise<boolean> {
+    const s = await this.#get(ref);
+    return s !== undefined && s.data?.['tls.crt'] !== undefined && s.data['tls.key'] !== undefined;
   }
 
   /** True when the Secret changed since acme last read or wrote it (deleted, or written by someone else). */
@@ -293,21 +322,28 @@ function notAfterOf(chainPem: string): string | undefined {
   }
 }
 
-/** Where account Secrets without an explicit privateKeySecret live. */
+/** Where account Secrets without a namespace in their id live. */
 export interface AccountStoreOptions {
-  /** Namespace of accounts named after their authority and e-mail (acme's own namespace). */
+  /**
+   * Namespace of ids without one (acme's own namespace); also where earlier versions kept derived
+   * accounts, still read when the Host's namespace has none.
+   */
   readonly defaultNamespace: string;
 }
 
 /**
- * ACME account keys in Opaque Secrets, Edge Stack's layout: data `user.key` = SEC1 "EC PRIVATE KEY"
- * PEM (RSA keys stay PKCS#1); the account URL and directory in annotations. Ids come from the issuer:
- * `<namespace>.<name>` for a Host's privateKeySecret, else Edge Stack's derived name
- * (`NameEncode(authority)[--NameEncode(email)]`), stored in `defaultNamespace`.
+ * ACME account keys in Opaque Secrets, Edge Stack's layout: data `user.key` PEM; the account URL and
+ * directory in annotations. A key read from a Secret is written back byte for byte (Edge Stack's
+ * PKCS#8 RSA stays PKCS#8); a new key is written SEC1 "EC PRIVATE KEY" (RSA: PKCS#1). Ids come from
+ * the issuer: `<namespace>.<name>` for a Host's privateKeySecret (in Kubernetes mode also the
+ * derived `NameEncode(authority)[--NameEncode(email)]` in the Host's namespace), else a bare name
+ * in `defaultNamespace`.
  */
 export class KubeAccountStore implements AccountStore {
   readonly #apis: KubeApis;
   readonly #opts: AccountStoreOptions;
+  /** `user.key` exactly as read per id, so an unchanged key is written back in its own encoding. */
+  readonly #asRead = new Map<string, string>();
 
   constructor(apis: KubeApis, opts: AccountStoreOptions) {
     this.#apis = apis;
@@ -322,11 +358,9 @@ export class KubeAccountStore implements AccountStore {
     return { namespace: id.slice(0, dot), name: id.slice(dot + 1) };
   }
 
-  async load(id: string): Promise<StoredAccount | undefined> {
-    const ref = this.secretFor(id);
-    let s: V1Secret;
+  async #read(ref: SecretRef): Promise<V1Secret | undefined> {
     try {
-      s = await this.#apis.core.readNamespacedSecret({ name: ref.name, namespace: ref.namespace });
+      return await this.#apis.core.readNamespacedSecret({ name: ref.name, namespace: ref.namespace });
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
       throw new KubeStoreError(
@@ -335,8 +369,19 @@ export class KubeAccountStore implements AccountStore {
         err,
       );
     }
+  }
+
+  async load(id: string): Promise<StoredAccount | undefined> {
+    const ref = this.secretFor(id);
+    let s = await this.#read(ref);
+    // Earlier versions kept derived accounts in acme's own namespace: reuse such a key (it is
+    // written back to the Host's namespace on the next save) rather than register a new account.
+    if (!s && ref.namespace !== this.#opts.defaultNamespace && /^https?-3a-2f-2f/.test(ref.name))
+      s = await this.#read({ namespace: this.#opts.defaultNamespace, name: ref.name }).catch(() => undefined);
+    if (!s) return undefined;
     const pem = unb64(s.data?.['user.key']);
     if (!pem) return undefined;
+    this.#asRead.set(id, pem);
     let keyPem: string;
     try {
       keyPem = createPrivateKey(pem).export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -356,9 +401,19 @@ export class KubeAccountStore implements AccountStore {
   async save(id: string, account: StoredAccount): Promise<void> {
     const ref = this.secretFor(id);
     const key = createPrivateKey(account.keyPem);
-    const userKey = key.export(
-      key.asymmetricKeyType === 'ec' ? { type: 'sec1', format: 'pem' } : { type: 'pkcs1', format: 'pem' },
-    );
+    // The key read from the Secret (Edge Stack's PKCS#8 RSA, say) goes back byte for byte; a new
+    // key is written as Edge Stack writes one (SEC1 EC, PKCS#1 RSA).
+    const der = (pem: string): string =>
+      createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' }).toString('base64');
+    const original = this.#asRead.get(id);
+    const userKey =
+      original !== undefined && der(original) === der(account.keyPem)
+        ? original
+        : key.export(
+            key.asymmetricKeyType === 'ec'
+              ? { type: 'sec1', format: 'pem' }
+              : { type: 'pkcs1', format: 'pem' },
+          );
     const body: V1Secret = {
       apiVersion: 'v1',
       kind: 'Secret',

@@ -23,15 +23,30 @@ describe('kube/hosts', function () {
       assert.equal(isManaged(host({}), { ambassadorIds: [] }), false);
       assert.equal(isManaged(host({}, { 'acme.extsvc.dev/manage': 'true' }), { ambassadorIds: [] }), true);
     });
-    it('matches ambassador_id (a Host without one has "default"); the annotation "false" always opts out', function () {
-      assert.equal(isManaged(host({}), { ambassadorIds: ['default'] }), true);
-      assert.equal(isManaged(host({ ambassador_id: ['edge'] }), { ambassadorIds: ['default'] }), false);
-      assert.equal(isManaged(host({ ambassador_id: ['edge', 'ours'] }), { ambassadorIds: ['ours'] }), true);
-      assert.equal(isManaged(host({ ambassador_id: 'ours' }), { ambassadorIds: ['ours'] }), true);
-      assert.equal(isManaged(host({ ambassador_id: ['x'] }), { ambassadorIds: ['*'] }), true);
+    it('matches ambassador_id (a Host without one has "default") among Hosts with an acmeProvider; the annotation "false" always opts out', function () {
+      const acme = { acmeProvider: { email: 'ops@example.com' } };
+      assert.equal(isManaged(host(acme), { ambassadorIds: ['default'] }), true);
       assert.equal(
-        isManaged(host({}, { 'acme.extsvc.dev/manage': 'false' }), { ambassadorIds: ['*'] }),
+        isManaged(host({ ...acme, ambassador_id: ['edge'] }), { ambassadorIds: ['default'] }),
         false,
+      );
+      assert.equal(
+        isManaged(host({ ...acme, ambassador_id: ['edge', 'ours'] }), { ambassadorIds: ['ours'] }),
+        true,
+      );
+      assert.equal(isManaged(host({ ...acme, ambassador_id: 'ours' }), { ambassadorIds: ['ours'] }), true);
+      assert.equal(isManaged(host({ ...acme, ambassador_id: ['x'] }), { ambassadorIds: ['*'] }), true);
+      assert.equal(
+        isManaged(host(acme, { 'acme.extsvc.dev/manage': 'false' }), { ambassadorIds: ['*'] }),
+        false,
+      );
+    });
+    it('leaves Hosts without an acmeProvider to whoever manages their TLS (cert-manager, by hand) unless annotated', function () {
+      assert.equal(isManaged(host({ tlsSecret: { name: 'cm-tls' } }), { ambassadorIds: ['default'] }), false);
+      assert.equal(isManaged(host({}), { ambassadorIds: ['*'] }), false);
+      assert.equal(
+        isManaged(host({}, { 'acme.extsvc.dev/manage': 'true' }), { ambassadorIds: ['default'] }),
+        true,
       );
     });
   });
