@@ -317,6 +317,10 @@ describe('deploy/helm/extsvc with helm v4: lint, template, install into a real k
       assertAcmeRbacByImpersonation(kube, layout);
       await assertAcmeTokenConfined(kube, layout);
       await assertAcmeTokenHostsAndSecrets(kube, layout);
+    });
+
+    it("admission: acme's token may write only its own challenge Mappings and a Host's missing spec.tlsSecret", async function () {
+      this.timeout(60_000);
       await assertAcmeAdmission(kube, layout);
     });
 
