@@ -28,6 +28,8 @@ export interface AcmeProvider {
   readonly email?: string;
   /** Where the account key lives (default derived from authority and email). */
   readonly privateKeySecret?: SecretRef;
+  /** True when privateKeySecret is Edge Stack's derived name, not one the Host names. */
+  readonly privateKeySecretDerived?: boolean;
   /** Certificate profile to ask the CA for (annotation acme.extsvc.dev/profile); absent: the default. */
   readonly profile?: string;
 }
@@ -256,8 +258,8 @@ export function parseHost(
   const profile = byAnnotation ?? bySpec;
   // Edge Stack keeps the derived account key in the Host's namespace too: one account per
   // namespace, never shared with another tenant.
-  if (privateKeySecret === undefined && defaults.accountSecretInHostNamespace === true)
-    privateKeySecret = { namespace, name: derivedAccountName(authority, email) };
+  const derived = privateKeySecret === undefined && defaults.accountSecretInHostNamespace === true;
+  if (derived) privateKeySecret = { namespace, name: derivedAccountName(authority, email) };
   return {
     kind: 'acme',
     key,
@@ -268,6 +270,7 @@ export function parseHost(
       authority,
       ...(typeof email === 'string' ? { email } : {}),
       ...(privateKeySecret ? { privateKeySecret } : {}),
+      ...(derived ? { privateKeySecretDerived: true } : {}),
       ...(typeof profile === 'string' ? { profile } : {}),
     },
     tlsSecret,
@@ -381,8 +384,11 @@ export function rejectProviderConflicts(hosts: readonly ParsedHost[]): ParsedHos
   for (const [key, members] of byKey) {
     const ids = new Set(members.map((h) => providerId(h.acme as AcmeProvider)));
     if (ids.size < 2) continue;
+    // A derived privateKeySecret differs only because authority or email do: not named again.
+    const named = (h: ValidHost, f: 'authority' | 'email' | 'privateKeySecret' | 'profile'): unknown =>
+      f === 'privateKeySecret' && h.acme?.privateKeySecretDerived === true ? null : (h.acme?.[f] ?? null);
     const fields = (['authority', 'email', 'privateKeySecret', 'profile'] as const).filter(
-      (f) => new Set(members.map((h) => JSON.stringify(h.acme?.[f] ?? null))).size > 1,
+      (f) => new Set(members.map((h) => JSON.stringify(named(h, f)))).size > 1,
     );
     for (const h of members) {
       const others = members.filter((o) => o.key !== h.key).map((o) => o.key);

@@ -291,6 +291,22 @@ describe('acme host parsing', () => {
       namespace: 'shop',
       name: 'https-3a-2f-2facme-2dv02.api.letsencrypt.org-2fdirectory--julian-40example.com',
     });
+    // Two Hosts of one Secret with different e-mails: the derived privateKeySecret is not named as a
+    // difference of its own (the Hosts do not name one).
+    const other = parseHost(
+      {
+        ...doc,
+        metadata: { name: 'other', namespace: 'shop' },
+        spec: { ...doc.spec, acmeProvider: { email: 'b@example.com' } },
+      },
+      { file: 'Host shop/other', index: 0 },
+      kube,
+    );
+    const [r1] = rejectProviderConflicts([h, other]);
+    assert.equal(
+      r1?.kind === 'invalid' ? r1.reason : '',
+      'spec.acmeProvider (email) differs between the Hosts sharing tlsSecret shop/my-2dhost.example.com (shop/other); make them identical',
+    );
     // File mode keeps derived accounts under --account-dir.
     const file = parseHost(
       doc,
