@@ -1,7 +1,7 @@
 // Benchmark: authz Check decisions/s and latency, gRPC direct (ghz) and through Envoy (wrk), for a valid
 // ES256 token seen before, a fresh valid token per request and an invalid token; side by side with
 // OPA-Envoy (Rego io.jwt.decode_verify) and Envoy's in-process jwt_authn as the ceiling.
-// Usage: node bench/authz/run.ts [--duration 8] [--rounds 3] [--concurrency 32] [--skip-opa]
+// Usage: node bench/authz/run.ts [--duration 8] [--rounds 3] [--concurrency 32] [--skip-opa] [--bin DIR]
 // Needs .tools/bin/ghz (and .tools/bin/opa-envoy-plugin for the OPA column), wrk, envoy (scripts/env.sh).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,11 +11,12 @@ import { freePort, waitUntil } from '../../integration/harness/proc.ts';
 import { Issuer } from '../../integration/authz/issuer.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, '.tools', 'bin');
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? def : (process.argv[i + 1] ?? def);
 };
+/** Directory of ghz and opa-envoy-plugin (`--bin`, default .tools/bin). */
+const BIN = arg('bin', join(ROOT, '.tools', 'bin'));
 const DURATION = Number(arg('duration', '8'));
 const CONC = Number(arg('concurrency', '32'));
 const ROUNDS = Number(arg('rounds', '3'));
