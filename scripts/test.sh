@@ -49,6 +49,8 @@ if [ -x integration/kube/build.sh ]; then
 fi
 # Builds (or reuses from ~/.cache/extsvc) Jaeger v2 for integration/tracing (issue 15).
 check jaeger-build bash integration/tracing/build-jaeger.sh
+# Builds (or reuses from ~/.cache/extsvc) Pebble v2.10 (ARI, profiles) for integration/acme/{ari,profile}.test.ts.
+check pebble2-build bash integration/acme/pebble2/build.sh
 
 # --- containers (issue 12): a Docker engine for the image, compose and testcontainers suites
 # (integration/containers): the engine at DOCKER_HOST or the default socket, else a private dockerd started

@@ -39,6 +39,10 @@ export interface HostStatusView {
   errorBackoff?: string;
   notAfter?: string;
   nextRenewal?: string;
+  /** The CA's ARI suggested window (ISO 8601). */
+  renewalWindow?: { start: string; end: string };
+  nextRenewalInfoCheck?: string;
+  profile?: string;
   temporaryCertificate?: boolean;
   names?: string[];
 }

@@ -98,6 +98,8 @@ export interface PebbleOptions {
   readonly config?: Record<string, unknown>;
   /** Extra env (PEBBLE_WFE_NONCEREJECT, PEBBLE_AUTHZREUSE...). VA sleeps are off unless set. */
   readonly env?: Record<string, string>;
+  /** Pebble binary (default Debian's `pebble` 2.4 on PATH; integration/acme/pebble2 builds v2.10). */
+  readonly bin?: string;
 }
 
 const PEBBLE_CA_SUBJ = '/CN=extsvc test pebble TLS CA';
@@ -438,7 +440,7 @@ export class Stack {
     const start = async (): Promise<void> => {
       proc = this.spawn(
         `pebble-${port}`,
-        'pebble',
+        opts.bin ?? 'pebble',
         ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`],
         env,
       );

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, it } from 'mocha';
+import { freePort, waitUntil } from '../harness/proc.ts';
+import { type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
+import { hostStatuses } from './helpers.ts';
+import { PEBBLE2_CONFIG, pebble2Bin, setRenewalInfo } from './pebble2/pebble2.ts';
+
+// ARI (RFC 9773) against a CA that serves it: Pebble v2.10 built from the Go module proxy. The
+// window is the CA's own (Pebble: 2/3 of the lifetime ± 1 day) and the CA moves it through its
+// management interface; Pebble answers every renewalInfo with Retry-After: 21600, which
+// --ari-poll-max clamps to 2 s here.
+describe('acme ARI against Pebble v2.10: the window follows the CA, renewals send replaces', function () {
+  const stack = new Stack('acme-ari2').install();
+  let pebble: PebbleHandle;
+  let acme: ServiceHandle;
+  let certDir: string;
+
+  before(async function () {
+    this.timeout(180_000);
+    const bin = pebble2Bin();
+    const challenge = await freePort();
+    pebble = await stack.pebble({ httpPort: challenge, bin, config: PEBBLE2_CONFIG });
+    const hostsFile = join(stack.dir, 'hosts.yaml');
+    writeFileSync(
+      hostsFile,
+      [
+        'apiVersion: getambassador.io/v3alpha1',
+        'kind: Host',
+        'metadata: { name: ari }',
+        'spec:',
+        '  hostname: ari.ari2.test',
+        `  acmeProvider: { authority: "${pebble.directoryUrl}", email: ops@example.com }`,
+        '  tlsSecret: { name: ari-tls }',
+        '',
+      ].join('\n'),
+    );
+    certDir = stack.mkdir('certs');
+    acme = await stack.service('acme', {
+      ports: { challenge },
+      args: [
+        `--hosts-file=${hostsFile}`,
+        `--allowed-authorities=${pebble.directoryUrl}`,
+        `--cert-dir=${certDir}`,
+        `--ca-file=${pebble.caCertPath}`,
+        // Pebble picks a random profile for an order that names none.
+        '--default-profile=classic',
+        '--ari-poll-min=500ms',
+        '--ari-poll-max=2s',
+        '--backoff-initial=1s',
+        '--backoff-max=2s',
+        '--poll-interval=100ms',
+        '--acme-retries=0',
+      ],
+    });
+  });
+
+  it("plans the renewal in Pebble's own window, moves it when the CA moves the window, renews then with replaces", async function () {
+    this.timeout(60_000);
+    const ready = await waitUntil(
+      'Ready with a renewal window',
+      async () => {
+        const h = (await hostStatuses(acme)).get('default/ari');
+        return h?.state === 'Ready' && h.renewalWindow !== undefined ? h : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    const leafPem = readFileSync(join(certDir, 'default', 'ari-tls', 'tls.crt'), 'utf8');
+    const leaf = new X509Certificate(leafPem);
+    const notBefore = Date.parse(leaf.validFrom);
+    const notAfter = Date.parse(leaf.validTo);
+    // Pebble's window for a 90-day classic certificate: 60 days after issue ± 1 day.
+    const window = ready.renewalWindow ?? { start: '', end: '' };
+    assert.ok(
+      Date.parse(window.start) > notBefore + 58 * 86_400_000 &&
+        Date.parse(window.end) < notBefore + 62 * 86_400_000,
+      `Pebble's own window ${JSON.stringify(window)} (notBefore ${leaf.validFrom})`,
+    );
+    const planned = Date.parse(ready.nextRenewal ?? '');
+    assert.ok(planned >= Date.parse(window.start) - 1000 && planned < notAfter, `plan ${ready.nextRenewal}`);
+    assert.equal(await acme.metric('acme_orders_total', { result: 'issued' }), 1);
+
+    // The CA moves the window (an incident): renew within seconds. No restart, no Host change.
+    const start = Date.now() + 8000;
+    const moved = { start, end: start + 2000 };
+    await setRenewalInfo(pebble, leafPem, moved);
+    const replanned = await waitUntil(
+      'the planned renewal moved into the new window',
+      async () => {
+        const h = (await hostStatuses(acme)).get('default/ari');
+        const at = Date.parse(h?.nextRenewal ?? '');
+        return h?.renewalWindow?.start === new Date(moved.start).toISOString() ? { h, at } : undefined;
+      },
+      { timeoutMs: 15_000, intervalMs: 100 },
+    );
+    assert.ok(
+      replanned.at >= Math.floor(moved.start / 1000) * 1000 && replanned.at <= moved.end,
+      `next renewal ${replanned.h.nextRenewal} lies in the moved window`,
+    );
+    assert.equal(await acme.metric('acme_orders_total', { result: 'issued' }), 1, 'not renewed yet');
+
+    await waitUntil(
+      'renewed at the moved window',
+      async () => (await acme.metric('acme_orders_total', { result: 'issued' })) >= 2,
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    const renewed = new X509Certificate(readFileSync(join(certDir, 'default', 'ari-tls', 'tls.crt'), 'utf8'));
+    assert.notEqual(renewed.serialNumber, leaf.serialNumber);
+    // Pebble accepted the order as the ARI replacement of the first one (wfe.go validateReplacementOrder).
+    const replacement = await waitUntil(
+      'Pebble logs the replacement',
+      () =>
+        pebble
+          .proc()
+          .lines()
+          .find((l) => /ARI: order "[^"]+" is a replacement of "[^"]+"/.test(l)),
+      { timeoutMs: 5000, intervalMs: 100 },
+    );
+    assert.match(replacement, /is a replacement of/);
+    const after = (await hostStatuses(acme)).get('default/ari');
+    assert.equal(after?.state, 'Ready');
+    assert.equal(after?.profile, 'classic');
+  });
+});
