@@ -1,6 +1,7 @@
 // Summarises a V8 .cpuprofile (node --cpu-prof) by where the self time went: GC, Node's HTTP/2 layer,
 // grpc-js, ioredis, the service's own code... as shares of the busy (non-idle) samples.
-// Usage: node bench/profile-summary.ts FILE.cpuprofile [--top 15]
+// Usage: node bench/profile-summary.ts FILE.cpuprofile [--top 15] [--from SECONDS]
+// --from skips the first seconds of the profile (startup and module loading before the load starts).
 import { readFileSync } from 'node:fs';
 
 interface Node {
@@ -21,6 +22,8 @@ if (file === undefined) {
 }
 const topIdx = process.argv.indexOf('--top');
 const TOP = topIdx === -1 ? 15 : Number(process.argv[topIdx + 1] ?? '15');
+const fromIdx = process.argv.indexOf('--from');
+const FROM_US = fromIdx === -1 ? 0 : Number(process.argv[fromIdx + 1] ?? '0') * 1e6;
 const prof = JSON.parse(readFileSync(file, 'utf8')) as Profile;
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 
@@ -55,8 +58,11 @@ function bucket(n: Node): string {
 }
 
 const self = new Map<number, number>();
+let elapsed = 0;
 for (let i = 0; i < prof.samples.length; i++) {
   const id = prof.samples[i]!;
+  elapsed += prof.timeDeltas[i] ?? 0;
+  if (elapsed < FROM_US) continue;
   self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
 }
 const buckets = new Map<string, number>();
@@ -77,7 +83,7 @@ const idle = buckets.get('(idle)') ?? 0;
 const busy = total - idle;
 const pct = (us: number): string => `${((100 * us) / busy).toFixed(1)} %`;
 const lines = [
-  `${file}: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (shares below are of the busy time)`,
+  `${file}: ${(total / 1e6).toFixed(1)} s sampled${FROM_US > 0 ? ` after the first ${FROM_US / 1e6} s` : ''}, ${(busy / 1e6).toFixed(1)} s busy (shares below are of the busy time)`,
   '',
   '| where | self time |',
   '| --- | ---: |',
