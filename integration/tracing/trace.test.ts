@@ -28,6 +28,7 @@ describe('OpenTelemetry: one request through Envoy → authz → ratelimit → u
   const issuer = new Issuer();
   let jaeger: JaegerHandle;
   let envoy: TracedEnvoy;
+  let envoyHttp: TracedEnvoy;
   let authz: ServiceHandle;
 
   before(async function () {
@@ -37,7 +38,7 @@ describe('OpenTelemetry: one request through Envoy → authz → ratelimit → u
     await issuer.start();
     const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpHttp, OTEL_BSP_SCHEDULE_DELAY: '100' };
     authz = await stack.service('authz', {
-      args: ['--policy-file', writePolicy(stack.dir, issuer.issuer)],
+      args: ['--policy-file', writePolicy(stack.dir, issuer.issuer), '--http-path-prefix', '/extauth'],
       env: otel,
     });
     const dir = stack.mkdir('rl');
@@ -53,6 +54,19 @@ describe('OpenTelemetry: one request through Envoy → authz → ratelimit → u
       {
         AUTHZ_GRPC: true,
         AUTHZ_GRPC_PORT: authz.ports.grpc ?? 0,
+        RATELIMIT_GRPC_PORT: rl.ports.grpc ?? 0,
+        RATELIMIT_TIMEOUT: '1s',
+        AUTHZ_TIMEOUT: '2s',
+        UPSTREAM_PORT: echo.port,
+      },
+      jaeger.otlpGrpcPort,
+    );
+    // Raw HTTP mode (Emissary's AuthService proto: http): Envoy's trace headers ride on the check request.
+    envoyHttp = await startTracedEnvoy(
+      stack,
+      {
+        AUTHZ_GRPC: false,
+        AUTHZ_HTTP_PORT: authz.ports.http ?? 0,
         RATELIMIT_GRPC_PORT: rl.ports.grpc ?? 0,
         RATELIMIT_TIMEOUT: '1s',
         AUTHZ_TIMEOUT: '2s',
@@ -137,6 +151,33 @@ describe('OpenTelemetry: one request through Envoy → authz → ratelimit → u
     assert.ok(!text.includes('partner-key-1'), 'no API key in the trace');
     const ours = trace.spans.filter((s) => service(s) === 'extsvc-ratelimit');
     assert.ok(!JSON.stringify(ours).includes('per_client'), 'no descriptor value on ratelimit spans');
+  });
+
+  it("HTTP mode: authz's check span is a child of Envoy's ext_authz HTTP call span, read from the check request's traceparent", async () => {
+    const traceId = randomBytes(16).toString('hex');
+    const res = await fetch(envoyHttp.url('/public/hello'), {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    assert.equal(res.status, 200, await res.text());
+    const trace = await waitUntil(
+      'the HTTP-mode trace with an authz span',
+      async () => {
+        const t = await jaeger.trace(traceId);
+        return t?.spans.some((s) => s.operationName === 'authz HTTP check') &&
+          t.spans.some((s) => t.processes[s.processID]?.serviceName === 'envoy')
+          ? t
+          : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    const check = trace.spans.find((s) => s.operationName === 'authz HTTP check');
+    assert.ok(check);
+    const ref = check.references.find((r) => r.refType === 'CHILD_OF');
+    const parent = trace.spans.find((s) => s.spanID === ref?.spanID);
+    assert.ok(parent, 'the parent span is in the trace (not the client-sent one)');
+    assert.equal(trace.processes[parent.processID]?.serviceName, 'envoy');
+    assert.equal(tag(check, 'authz.rule'), 'public');
+    assert.equal(tag(check, 'url.path'), '/public/hello');
   });
 
   it('a JWKS fetch is a CLIENT span of authz with the key URL and no query', async () => {
