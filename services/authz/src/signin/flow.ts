@@ -3,8 +3,8 @@ import * as oauth from 'oauth4webapi';
 import type { Logger } from '@extsvc/common/logger';
 import type { Provider } from '../policy.ts';
 import type { VerifyResult } from '../verifier.ts';
-import type { LoginSettings } from './config.ts';
-import { isNavigation, readCookie, requestOrigin, safeReturnPath } from './guard.ts';
+import { EDGE_STACK_PATHS, type LoginSettings } from './config.ts';
+import { checkCsrf, isNavigation, readCookie, requestOrigin, safeReturnPath } from './guard.ts';
 import { Sealer } from './seal.ts';
 
 /** Why a sign-in, refresh or session check failed (metrics label, /diag, logs). */
@@ -256,21 +256,27 @@ export class Signin {
   }
 
   #stateName(l: LoginSettings): string {
-    return l.edgeStack
-      ? `ambassador_xsrf.${l.edgeStack.name}.${l.edgeStack.namespace}`
-      : `${l.cookie.name}_state`;
+    return `${l.cookie.name}_state`;
   }
 
   /** True when `path` (without query) is the callback or logout path of `l`. */
   isEndpoint(l: LoginSettings, path: string): boolean {
-    return path === this.#callbackPath(l) || path === l.logoutPath;
+    return (
+      path === this.#callbackPath(l) ||
+      path === l.logoutPath ||
+      (l.edgeStack !== undefined && path === EDGE_STACK_PATHS.postLogout)
+    );
   }
 
   /** Answers the callback or logout path of `l`. */
   async endpoint(l: LoginSettings, req: SigninRequest, path: string): Promise<SigninAnswer> {
     return oneCookieForHttp(
       req,
-      await (path === l.logoutPath ? this.#logout(l, req) : this.#callback(l, req)),
+      await (path === l.logoutPath
+        ? this.#logout(l, req)
+        : l.edgeStack !== undefined && path === EDGE_STACK_PATHS.postLogout
+          ? this.#postLogout(l, req)
+          : this.#callback(l, req)),
     );
   }
 
@@ -550,13 +556,33 @@ export class Signin {
     }
   }
 
+  /** Where the browser lands after logout, as an absolute URL. */
+  #landing(l: LoginSettings, req: SigninRequest): string {
+    return /^https?:\/\//.test(l.postLogoutRedirect)
+      ? l.postLogoutRedirect
+      : `${this.#origin(l, req)}${l.postLogoutRedirect}`;
+  }
+
+  /** Edge Stack's post-logout return path: on to the configured landing page. */
+  #postLogout(l: LoginSettings, req: SigninRequest): SigninAnswer {
+    return this.#redirect(this.#landing(l, req), [], 'logout');
+  }
+
   async #logout(l: LoginSettings, req: SigninRequest): Promise<SigninAnswer> {
+    const method = req.method.toUpperCase();
+    // Logging out is a state change: a cross-site page may not do it for the user. Edge Stack's logout
+    // is a POST (its _xsrf form field needs the body, which ext_authz does not send by default: the
+    // same-origin Origin/Referer check stands in for it).
+    if (l.edgeStack !== undefined && method !== 'POST') return this.#failed(l, 'csrf');
+    if (checkCsrf(method, req.headers, this.#origin(l, req), l.csrfHeader) !== 'ok')
+      return this.#failed(l, 'csrf');
     const clear = [this.#cookie(l, l.cookie.name, '', 0), this.#cookie(l, this.#stateName(l), '', 0)];
     this.#event({ kind: 'logout', login: l.id });
-    const origin = this.#origin(l, req);
-    const landing = /^https?:\/\//.test(l.postLogoutRedirect)
-      ? l.postLogoutRedirect
-      : `${origin}${l.postLogoutRedirect}`;
+    // Edge Stack registered {origin}/.ambassador/oauth2/post-logout-redirect at the IdP: keep using it.
+    const landing =
+      l.edgeStack !== undefined
+        ? `${this.#origin(l, req)}${EDGE_STACK_PATHS.postLogout}`
+        : this.#landing(l, req);
     let as: oauth.AuthorizationServer | undefined;
     try {
       as = await this.#server(l);
