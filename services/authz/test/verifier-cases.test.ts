@@ -121,7 +121,27 @@ describe('authz verifier cases (mutation findings)', () => {
     assert.equal(await reason(t, ps, deps(cache)), 'ok');
     now = T0 + 120_000;
     assert.equal(await reason(t, ps, deps(cache)), 'token_too_old');
+    now = T0; // With a skew, on a cache hit: refused only once iat + maxLifetime + skew is in the past.
+    const skewed = providers(', maxLifetime: 60s, clockSkew: 10s');
+    const c2 = new TokenCache(10, 3_600_000);
     now = T0;
+    const t2 = await hs({});
+    assert.equal(await reason(t2, skewed, deps(c2)), 'ok');
+    now = T0 + 65_000;
+    assert.equal(await reason(t2, skewed, deps(c2)), 'ok');
+    now = T0 + 70_000;
+    assert.equal(await reason(t2, skewed, deps(c2)), 'ok');
+    now = T0 + 71_000;
+    assert.equal(await reason(t2, skewed, deps(c2)), 'token_too_old');
+    now = T0;
+  });
+
+  it('a token exactly at the size limit is accepted for verification', async () => {
+    const t = raw({ alg: 'HS256' }, { iss: 'a', pad: 'x'.repeat(100) });
+    const ps = providers(`, maxTokenBytes: ${t.length}`, `, maxTokenBytes: ${t.length}`);
+    assert.equal(await reason(t, ps), 'bad_signature');
+    const smaller = providers(`, maxTokenBytes: ${t.length - 1}`, `, maxTokenBytes: ${t.length}`);
+    assert.equal(await reason(t, smaller), 'token_too_large');
   });
 
   it('iat in the future beyond the skew is refused; at the skew it passes', async () => {
@@ -163,7 +183,8 @@ describe('authz TokenCache', () => {
     assert.equal(c.get('a', 1000), undefined);
     assert.ok(c.get('b', 1000));
     c.set('d', prov, { exp: 1 }, 1000);
-    assert.equal(c.get('d', 1000), undefined, 'an expired token is not cached');
+    assert.equal(c.size, 2, 'a token expiring now is not cached');
+    assert.equal(c.get('d', 1000), undefined);
     assert.equal(c.get('b', 2_000_000), undefined);
     assert.equal(c.size, 1, 'an expired entry is deleted when read');
     const none = new TokenCache(0, 60_000);
@@ -188,6 +209,7 @@ describe('authz TokenCache', () => {
     long.setDenied('y', 'malformed_token', 0);
     long.setDenied('z', 'wrong_audience', 0);
     assert.equal(long.getDenied('x', 1), undefined);
+    assert.equal(long.getDenied('y', 1), 'malformed_token');
     assert.equal(long.getDenied('z', 1), 'wrong_audience');
     long.setDenied('w', 'bad_signature', 0);
     long.clear();
