@@ -48,6 +48,10 @@ rules:
   - { name: maybe-rc, match: { pathPrefix: /maybe }, identity: { removeCredentials: true }, jwt: { providers: [h], optional: true } }
   - { name: gone, match: { pathPrefix: /gone }, deny: { status: 404 } }
   - { name: blocked, match: { pathPrefix: /blocked }, deny: true }
+  - name: cors-any
+    match: { pathPrefix: /any-cors }
+    cors: { allowPreflight: true }
+    jwt: { providers: [h] }
   - name: cors
     match: { pathPrefix: /cors, methods: [POST], hosts: [a.test, b.test] }
     cors: { allowPreflight: true }
@@ -228,6 +232,35 @@ describe('authz decision cases (mutation findings)', () => {
       'unauthorized',
       'missing_credentials',
       'Bearer realm="cases"',
+    );
+  });
+
+  it('only an OPTIONS request with Origin and Access-Control-Request-Method is a preflight', async () => {
+    const pre = { origin: 'https://a.test', 'access-control-request-method': 'POST' };
+    deny(
+      await run(req('/cors', pre, { method: 'POST' })),
+      401,
+      'unauthorized',
+      'missing_credentials',
+      'Bearer realm="cases"',
+    );
+    deny(
+      await run(req('/any-cors', { origin: 'https://a.test' }, { method: 'OPTIONS' })),
+      401,
+      'unauthorized',
+      'missing_credentials',
+      'Bearer realm="cases"',
+    );
+    assert.equal(allowed(await run(req('/any-cors', pre, { method: 'OPTIONS' }))).reason, 'cors_preflight');
+  });
+
+  it('accepts exactly the most headers and context extensions allowed', async () => {
+    const many = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`x-h${i}`, 'v']));
+    assert.equal(allowed(await run(req('/open', many))).reason, 'public');
+    const ext = Object.fromEntries(Array.from({ length: 63 }, (_, i) => [`k${i}`, 'v']));
+    assert.equal(
+      allowed(await run(req('/open', {}, { contextExtensions: { ...ext, rule: 'open-rc' } }))).reason,
+      'public',
     );
   });
 
