@@ -1,7 +1,15 @@
 import { describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import { ServiceError } from '../src/errors.ts';
-import { checkRequestLimits, counterKey, hitsAddendOf, plan, type CoreRequest } from '../src/limiter.ts';
+import {
+  assemble,
+  checkRequestLimits,
+  counterKey,
+  hitsAddendOf,
+  plan,
+  type CoreRequest,
+  type CounterResult,
+} from '../src/limiter.ts';
 import { goodRules, settings } from './helpers.ts';
 
 // Limiter cases the mutation run (issue 13) found unasserted: the request bounds at their edges with
@@ -115,5 +123,71 @@ describe('ratelimit/limiter cases (mutation findings)', () => {
       codeOf(() => plan(req('d', [['k', 'v']]), undefined, settings(), 0, () => 0)),
       'ERR_NO_CONFIG',
     );
+  });
+
+  describe('answers assembled from counts (rate limit headers, dynamic metadata)', () => {
+    const now = 1_000_000_020_000; // a minute starts here; the hour 780 s later
+    const s = settings({
+      responseHeaders: { enabled: true, limit: 'L', remaining: 'R', reset: 'S' },
+      dynamicMetadata: true,
+    });
+    const d = (k: string): CoreRequest['descriptors'][number] => ({ entries: [{ key: k, value: 'x' }] });
+    const run = (r: CoreRequest, after: number[]) => {
+      const p = plan(r, goodRules(['modes.yaml']), s, now, () => 0);
+      const results: CounterResult[] = after.map((a) => ({ kind: 'count', after: a }));
+      const o = assemble(p, results, s);
+      const headers = Object.fromEntries(o.responseHeaders.map((h) => [h.key, h.value]));
+      return {
+        code: o.overallCode,
+        statuses: o.statuses.map((x) => [x.code, x.limitRemaining]),
+        headers,
+        md: o.dynamicMetadata,
+      };
+    };
+    const req = (descriptors: CoreRequest['descriptors'], hitsAddend = 0): CoreRequest => ({
+      domain: 'modes',
+      hitsAddend,
+      descriptors,
+    });
+
+    it('headers describe the tightest limit, or the one that is over', () => {
+      const tight = run(req([d('regular'), d('detailed')]), [1, 3]);
+      assert.equal(tight.code, 'OK');
+      assert.deepEqual(tight.headers, { L: '1', R: '0', S: '60' });
+      const over = run(req([d('detailed'), d('regular')]), [3, 2]);
+      assert.deepEqual(over.statuses, [
+        ['OK', 7],
+        ['OVER_LIMIT', 0],
+      ]);
+      assert.deepEqual(over.headers, { L: '1', R: '0', S: '60' });
+      const quota = run(req([d('quota'), d('detailed')]), [2, 9]);
+      assert.equal(quota.code, 'OVER_LIMIT');
+      assert.deepEqual(quota.headers, { L: '1', R: '0', S: '60' });
+    });
+
+    it('metadata: the request summary, and rule metadata of the descriptors that passed only', () => {
+      const ok = run(
+        req(
+          [d('meta'), { ...d('regular'), hitsAddend: 1, override: { requestsPerUnit: 5, unit: 'HOUR' } }],
+          2,
+        ),
+        [2, 1],
+      );
+      assert.deepEqual(ok.headers, { L: '5', R: '4', S: '780' });
+      assert.deepEqual(ok.md, {
+        domain: 'modes',
+        descriptors: [
+          { entries: ['meta=x'] },
+          { entries: ['regular=x'], limit: 'requests_per_unit:5 unit:HOUR', hitsAddend: 1 },
+        ],
+        hitsAddend: 2,
+        metadata: { team: 'payments', nested: { a: 1 } },
+      });
+      const over = run(req([d('meta'), d('regular')]), [11, 1]);
+      assert.deepEqual(over.md, {
+        domain: 'modes',
+        descriptors: [{ entries: ['meta=x'] }, { entries: ['regular=x'] }],
+      });
+    });
   });
 });
