@@ -79,7 +79,7 @@ describe('authz verifier cases (mutation findings)', () => {
     assert.equal(await reason(raw({ alg: 'HS256' }, { iss: 5 })), 'unknown_issuer');
     assert.equal(await reason(raw({ alg: 'RS256' }, { iss: 'a' })), 'alg_not_allowed');
     // Below the header bound (1369 base64url characters) the token goes on to the signature check.
-    assert.equal(await reason(raw({ alg: 'HS256', pad: 'x'.repeat(990) }, { iss: 'a' })), 'bad_signature');
+    assert.equal(await reason(raw({ alg: 'HS256', pad: 'x'.repeat(1002) }, { iss: 'a' })), 'bad_signature');
     assert.equal(await reason(raw({ alg: 'HS256', pad: 'x'.repeat(200) }, { iss: 'a' })), 'bad_signature');
     assert.equal(await reason(raw({ alg: 'HS256', kid: 'k'.repeat(256) }, { iss: 'a' })), 'bad_signature');
   });
@@ -100,10 +100,11 @@ describe('authz verifier cases (mutation findings)', () => {
     const key = `a\0${createHash('sha256').update(bad).digest('base64url')}`;
     assert.equal(cache.getDenied(key, now), 'bad_signature');
     // Not yet valid is not permanent: valid once the clock passes nbf.
-    const early = await hs({ nbf: Math.floor(T0 / 1000) + 120 });
-    assert.equal(await reason(early, providers(), deps(cache)), 'token_not_yet_valid');
-    now = T0 + 200_000;
-    assert.equal(await reason(early, providers(), deps(cache)), 'ok');
+    const early = await hs({ nbf: Math.floor(T0 / 1000) + 30 });
+    const strict = providers(', clockSkew: 0');
+    assert.equal(await reason(early, strict, deps(cache)), 'token_not_yet_valid');
+    now = T0 + 40_000;
+    assert.equal(await reason(early, strict, deps(cache)), 'ok');
     now = T0;
   });
 
@@ -184,6 +185,7 @@ describe('authz TokenCache', () => {
     assert.ok(c.get('b', 1000));
     c.set('d', prov, { exp: 1 }, 1000);
     assert.equal(c.size, 2, 'a token expiring now is not cached');
+    assert.ok(c.get('b', 1000), 'and evicts nothing');
     assert.equal(c.get('d', 1000), undefined);
     assert.equal(c.get('b', 2_000_000), undefined);
     assert.equal(c.size, 1, 'an expired entry is deleted when read');
