@@ -190,4 +190,35 @@ describe('ratelimit/limiter cases (mutation findings)', () => {
       });
     });
   });
+
+  it('near and over hit counts at the edges (limit 10, near ratio 0.8)', () => {
+    const rules = goodRules(['modes.yaml']);
+    const table: Array<[number, number, [number, number, number]]> = [
+      [8, 1, [0, 0, 1]],
+      [9, 1, [0, 1, 1]],
+      [10, 1, [0, 1, 1]],
+      [11, 1, [1, 0, 0]],
+      [9, 3, [0, 1, 3]],
+      [12, 3, [2, 1, 0]],
+      [13, 3, [3, 0, 0]],
+    ];
+    for (const [after, addend, [over, near, within]] of table) {
+      const r: CoreRequest = {
+        domain: 'modes',
+        hitsAddend: addend,
+        descriptors: [{ entries: [{ key: 'detailed', value: 'x' }] }],
+      };
+      const o = assemble(
+        plan(r, rules, settings(), 0, () => 0),
+        [{ kind: 'count', after }],
+        settings(),
+      );
+      const st = o.stats[0];
+      assert.deepEqual(
+        [st?.overLimit, st?.nearLimit, st?.withinLimit],
+        [over, near, within],
+        `after ${after} +${addend}`,
+      );
+    }
+  });
 });
