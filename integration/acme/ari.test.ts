@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { before, describe, it } from 'mocha';
+import { after, before, describe, it } from 'mocha';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
-import { hostStatuses } from './helpers.ts';
+import { FaultProxy, hostStatuses, writeHosts } from './helpers.ts';
 import { PEBBLE2_CONFIG, pebble2Bin, setRenewalInfo } from './pebble2/pebble2.ts';
 
 // ARI (RFC 9773) against a CA that serves it: Pebble v2.10 built from the Go module proxy. The
@@ -126,5 +126,73 @@ describe('acme ARI against Pebble v2.10: the window follows the CA, renewals sen
     const after = (await hostStatuses(acme)).get('default/ari');
     assert.equal(after?.state, 'Ready');
     assert.equal(after?.profile, 'classic');
+  });
+});
+
+// What Pebble cannot be made to do: answer renewalInfo with 429 and a Retry-After. The fault proxy
+// sits in front of Pebble v2.10 and refuses the first two renewalInfo requests.
+describe('acme ARI against Pebble v2.10 behind the fault proxy: renewalInfo 429 with Retry-After', function () {
+  const stack = new Stack('acme-ari2-429').install();
+  let proxy: FaultProxy;
+  let acme: ServiceHandle;
+  const isAri = (method: string, path: string): boolean => method === 'GET' && /\/renewalInfo\/./.test(path);
+
+  before(async function () {
+    this.timeout(180_000);
+    const bin = pebble2Bin();
+    const challenge = await freePort();
+    const pebble = await stack.pebble({ httpPort: challenge, bin, config: PEBBLE2_CONFIG });
+    proxy = new FaultProxy(pebble.directoryUrl, pebble.caCertPath);
+    const authority = await proxy.start();
+    let refused = 0;
+    proxy.decide = (method, path) => {
+      if (!isAri(method, path) || refused >= 2) return undefined;
+      refused += 1;
+      return {
+        status: 429,
+        headers: { 'content-type': 'application/problem+json', 'retry-after': '2' },
+        body: JSON.stringify({ type: 'urn:ietf:params:acme:error:rateLimited', detail: 'slow down' }),
+      };
+    };
+    const hostsFile = join(stack.dir, 'hosts.yaml');
+    writeHosts(hostsFile, [{ name: 'ari', hostname: 'ari.ari429.test', secret: 'ari-tls', authority }]);
+    acme = await stack.service('acme', {
+      ports: { challenge },
+      args: [
+        `--hosts-file=${hostsFile}`,
+        `--allowed-authorities=${authority}`,
+        `--cert-dir=${stack.mkdir('certs')}`,
+        `--ca-file=${pebble.caCertPath}`,
+        '--default-profile=classic',
+        '--ari-poll-min=200ms',
+        '--ari-poll-max=5s',
+        '--backoff-initial=1s',
+        '--backoff-max=2s',
+        '--poll-interval=100ms',
+        '--acme-retries=0',
+      ],
+    });
+  });
+  after(() => proxy.close());
+
+  it("stays Ready on the lifetime plan, waits the 429's Retry-After, then takes the CA's window", async function () {
+    this.timeout(60_000);
+    const withWindow = await waitUntil(
+      "Ready with Pebble's window after two refusals",
+      async () => {
+        const h = (await hostStatuses(acme)).get('default/ari');
+        return h?.state === 'Ready' && h.renewalWindow !== undefined ? h : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    assert.ok(Date.parse(withWindow.nextRenewal ?? '') > Date.now() + 30 * 86_400_000, 'renewal weeks away');
+    const asks = proxy.seen.filter((r) => isAri(r.method, r.path));
+    assert.ok(asks.length >= 3, `two refused renewalInfo requests and one answered (${asks.length})`);
+    // Retry-After: 2 s, less at most a tenth of jitter; the backoff alone would have been 200 ms, 400 ms.
+    for (const i of [1, 2]) {
+      const gap = (asks[i]?.at ?? 0) - (asks[i - 1]?.at ?? 0);
+      assert.ok(gap >= 1800, `request ${i + 1} came ${gap} ms after the 429 (Retry-After: 2)`);
+    }
+    assert.equal(await acme.metric('acme_orders_total', { result: 'issued' }), 1, 'no order because of ARI');
   });
 });

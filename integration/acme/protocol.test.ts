@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'mocha';
+import { before, describe, it } from 'mocha';
 import { freePort, waitUntil } from '../harness/proc.ts';
 import { type PebbleHandle, type ServiceHandle, Stack } from '../harness/stack.ts';
-import { FaultProxy, hostStatuses, writeHosts } from './helpers.ts';
+import { hostStatuses, writeHosts } from './helpers.ts';
 
 // Pebble's example EAB key (pebble-config-external-account-bindings.json).
 const EAB_KID = 'kid-1';
@@ -90,77 +90,7 @@ describe('acme protocol: external account binding', function () {
   });
 });
 
-describe('acme protocol: ARI renewal window (RFC 9773) from the directory', function () {
-  const stack = new Stack('acme-ari').install();
-  let proxy: FaultProxy;
-  let acme: ServiceHandle;
-  /** The suggested windows the proxy served (ms since the epoch). */
-  const windows: Array<{ start: number; end: number }> = [];
-
-  before(async function () {
-    this.timeout(60_000);
-    const challenge = await freePort();
-    // Pebble's default validity is 5 years: without ARI the next renewal would be years away.
-    const pebble = await stack.pebble({ httpPort: challenge });
-    proxy = new FaultProxy(pebble.directoryUrl, pebble.caCertPath);
-    const authority = await proxy.start();
-    const origin = new URL(authority).origin;
-    proxy.decide = (method, path) => {
-      if (method === 'GET' && path === '/dir') {
-        const dir = {
-          newNonce: `${origin}/nonce-plz`,
-          newAccount: `${origin}/sign-me-up`,
-          newOrder: `${origin}/order-plz`,
-          revokeCert: `${origin}/revoke-cert`,
-          keyChange: `${origin}/rollover-account-key`,
-          renewalInfo: `${origin}/renewal-info`,
-          meta: { termsOfService: 'data:text/plain,test' },
-        };
-        return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(dir) };
-      }
-      if (method === 'GET' && path.startsWith('/renewal-info/')) {
-        const now = Date.now();
-        windows.push({ start: now + 3000, end: now + 4000 });
-        const body = {
-          suggestedWindow: {
-            start: new Date(now + 3000).toISOString(),
-            end: new Date(now + 4000).toISOString(),
-          },
-        };
-        return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
-      }
-      return undefined;
-    };
-    const hostsFile = join(stack.dir, 'hosts.yaml');
-    writeHosts(hostsFile, [{ name: 'ari', hostname: 'ari.proto.test', secret: 'ari-tls', authority }]);
-    acme = await stack.service('acme', {
-      ports: { challenge },
-      args: baseArgs(stack, pebble, hostsFile, 'ari', authority),
-    });
-  });
-  after(() => proxy.close());
-
-  it('schedules the renewal inside the suggested window and renews then', async function () {
-    this.timeout(40_000);
-    const ready = await waitState(acme, 'default/ari', 'Ready');
-    const next = Date.parse(ready.nextRenewal ?? '');
-    const notAfter = Date.parse(ready.notAfter ?? '');
-    assert.ok(notAfter - Date.now() > 365 * 86_400_000, 'a long-lived certificate');
-    // Inside a window the CA suggested (compared with the served windows, not with the test's clock).
-    assert.ok(
-      windows.some((w) => next >= Math.floor(w.start / 1000) * 1000 && next <= w.end),
-      `next renewal ${ready.nextRenewal} lies in a served window ${JSON.stringify(windows)}`,
-    );
-    await waitUntil(
-      'renewed by ARI',
-      async () => (await acme.metric('acme_orders_total', { result: 'issued' })) >= 2,
-      {
-        timeoutMs: 20_000,
-        intervalMs: 200,
-      },
-    );
-  });
-});
+// ARI is tested against Pebble v2.10, which serves it (ari.test.ts); Debian's Pebble 2.4 has none.
 
 describe('acme protocol: the CA cannot reach the challenge (no self-check)', function () {
   const stack = new Stack('acme-invalid').install();

@@ -182,25 +182,36 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
     const ctx = als.getStore();
     if (ctx?.last) opts.onRequest?.(ctx.step, status, (performance.now() - ctx.last.start) / 1000);
   };
+  const record = (resp: { status: number; data?: unknown; headers: Record<string, unknown> }): void => {
+    const ctx = als.getStore();
+    if (ctx?.last) {
+      ctx.last.status = resp.status;
+      const data: unknown = resp.data;
+      if (typeof data === 'object' && data !== null && typeof (data as { type?: unknown }).type === 'string')
+        ctx.last.problemType = (data as { type: string }).type;
+      const ra = parseRetryAfter(resp.headers['retry-after'], Date.now());
+      if (ra !== undefined) ctx.last.retryAfterMs = ra;
+    }
+    observe(String(resp.status));
+  };
   const resId = acmeAxios.interceptors.response.use(
     (resp) => {
-      const ctx = als.getStore();
-      if (ctx?.last) {
-        ctx.last.status = resp.status;
-        const data: unknown = resp.data;
-        if (
-          typeof data === 'object' &&
-          data !== null &&
-          typeof (data as { type?: unknown }).type === 'string'
-        )
-          ctx.last.problemType = (data as { type: string }).type;
-        const ra = parseRetryAfter(resp.headers['retry-after'], Date.now());
-        if (ra !== undefined) ctx.last.retryAfterMs = ra;
-      }
-      observe(String(resp.status));
+      record(resp);
       return resp;
     },
     (err: unknown) => {
+      // Our own GETs (directory, renewalInfo) reject a non-2xx answer: keep its status, problem and
+      // Retry-After (a 429 on renewalInfo is honoured like one on an order).
+      const resp = (err as { response?: { status?: unknown; data?: unknown; headers?: unknown } }).response;
+      if (
+        resp &&
+        typeof resp.status === 'number' &&
+        typeof resp.headers === 'object' &&
+        resp.headers !== null
+      ) {
+        record({ status: resp.status, data: resp.data, headers: resp.headers as Record<string, unknown> });
+        throw err;
+      }
       // acme-client turns a network error into a TypeError once its retries are off; the cause is
       // the request that has no status.
       const ctx = als.getStore();

@@ -377,7 +377,12 @@ export class Issuer {
       rt.ariFailures += 1;
       rt.ariCheckAt =
         clock.now() +
-        ariPollDelay(this.#opts.ariPoll ?? DEFAULT_ARI_POLL, random(), undefined, rt.ariFailures);
+        ariPollDelay(
+          this.#opts.ariPoll ?? DEFAULT_ARI_POLL,
+          random(),
+          err instanceof AcmeError ? err.retryAfterMs : undefined,
+          rt.ariFailures,
+        );
       logger.warn({ tlsSecret: rt.group.key, err: errorMessage(err) }, 'ARI renewalInfo failed');
     }
   }

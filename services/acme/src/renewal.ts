@@ -39,7 +39,7 @@ export const DEFAULT_ARI_POLL: AriPollPolicy = Object.freeze({ minMs: 600_000, m
 /**
  * Delay before the next renewalInfo request for a certificate (RFC 9773 §4.3): the CA's Retry-After
  * clamped to [min, max], max when it sent none; after `failures` failed requests in a row, min
- * doubling per failure (capped at max) instead. Up to a tenth is taken off at random (`random` in
+ * doubling per failure (capped at max), or the failure's own Retry-After (429, 503) when longer. Up to a tenth is taken off at random (`random` in
  * [0, 1)) so that certificates loaded together do not poll together.
  */
 export function ariPollDelay(
@@ -48,10 +48,14 @@ export function ariPollDelay(
   retryAfterMs?: number,
   failures = 0,
 ): number {
+  const clamped = Math.min(policy.maxMs, Math.max(policy.minMs, retryAfterMs ?? policy.maxMs));
   const base =
     failures > 0
-      ? Math.min(policy.maxMs, policy.minMs * 2 ** Math.min(failures - 1, 40))
-      : Math.min(policy.maxMs, Math.max(policy.minMs, retryAfterMs ?? policy.maxMs));
+      ? Math.max(
+          Math.min(policy.maxMs, policy.minMs * 2 ** Math.min(failures - 1, 40)),
+          retryAfterMs !== undefined ? clamped : 0,
+        )
+      : clamped;
   return Math.max(policy.minMs, Math.floor(base - base * 0.1 * random));
 }
 

@@ -95,7 +95,9 @@ describe('acme ARI polling (RFC 9773 Retry-After)', () => {
 
   it('after failed requests backs off from the minimum, doubling, capped at the maximum', () => {
     const p = { minMs: 1000, maxMs: 5000 };
-    assert.equal(ariPollDelay(p, 0, 60_000, 1), 1000, 'a failure ignores any earlier Retry-After');
+    assert.equal(ariPollDelay(p, 0, undefined, 1), 1000);
+    assert.equal(ariPollDelay(p, 0, 3000, 1), 3000, "a 429's Retry-After is honoured");
+    assert.equal(ariPollDelay(p, 0, 60_000, 1), 5000, 'within the maximum');
     assert.equal(ariPollDelay(p, 0, undefined, 2), 2000);
     assert.equal(ariPollDelay(p, 0, undefined, 3), 4000);
     assert.equal(ariPollDelay(p, 0, undefined, 9), 5000);
