@@ -289,6 +289,19 @@ for (const mode of ['grpc', 'http'] as const) {
       else assert.equal(echo.headers['cookie'], undefined);
     });
 
+    it('never forwards the session or state cookie upstream, on a public `login: false` rule too', async () => {
+      const res = await get('/public/cookies', {
+        accept: 'application/json',
+        cookie: `pref=1; ${COOKIE}=sealed-session; ${COOKIE}_state=sealed-state; lang=en`,
+      });
+      assert.equal(res.status, 200);
+      const echo = (await res.json()) as Echo;
+      // gRPC mode rewrites the Cookie header; HTTP mode removes it whole unless `cookie` is an allowed
+      // upstream header of Envoy's http_service (the README says so).
+      if (mode === 'grpc') assert.equal(echo.headers['cookie'], 'pref=1; lang=en');
+      else assert.equal(echo.headers['cookie'], undefined);
+    });
+
     it('never sends the browser to another host after sign-in (//evil, /\\evil)', async function () {
       this.timeout(30_000);
       const { ctx, page } = await newContext();

@@ -496,6 +496,22 @@ function allowOf(
       }
     }
   }
+  // Sign-in cookies are authz's own credentials: no upstream gets them, whatever the rule (public,
+  // `login: false`, an API key, removeCredentials off). The other cookies stay.
+  if (policy.logins.length > 0) {
+    const current = set.get('cookie') ?? (remove.has('cookie') ? undefined : req.headers['cookie']);
+    if (current !== undefined) {
+      let rest: string | undefined = current;
+      for (const l of policy.logins)
+        for (const name of [l.cookie.name, `${l.cookie.name}_state`])
+          rest = rest === undefined ? undefined : cookieWithout(rest, name);
+      if (rest !== current)
+        if (rest === undefined) {
+          set.delete('cookie');
+          remove.add('cookie');
+        } else set.set('cookie', rest);
+    }
+  }
   const metadata: Record<string, string> = { policy: policyName, rule: rule.name, auth: o.reason };
   for (const k of ['sub', 'iss', 'api_key'] as const) {
     const v = claims[k];
