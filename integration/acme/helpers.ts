@@ -36,6 +36,7 @@ export interface HostStatusView {
   tlsSecret?: string;
   phasePending: string;
   errorReason?: string;
+  errorCode?: string;
   errorBackoff?: string;
   notAfter?: string;
   nextRenewal?: string;
@@ -76,7 +77,11 @@ export function tlsServe(
 }
 
 /** What the fault proxy does with one request; undefined = forward to Pebble. */
-export type Fault = { status: number; headers?: Record<string, string>; body?: string } | { delayMs: number };
+export type Fault =
+  | { status: number; headers?: Record<string, string>; body?: string }
+  | { delayMs: number }
+  /** Holds the request until `until` resolves, then forwards it (a positive signal, not a timer). */
+  | { until: Promise<void> };
 
 /**
  * An HTTPS proxy in front of Pebble (with Pebble's own TLS certificate, so the same CA trusts it)
@@ -139,6 +144,10 @@ export class FaultProxy {
             out.end(Buffer.concat(chunks));
           };
           if (!fault) return forward();
+          if ('until' in fault) {
+            void fault.until.then(forward);
+            return;
+          }
           if ('delayMs' in fault) {
             setTimeout(forward, fault.delayMs).unref();
             return;

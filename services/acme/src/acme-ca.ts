@@ -1,9 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createRequire } from 'node:module';
 import { X509Certificate } from 'node:crypto';
 import { Agent } from 'node:https';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { Client, axios as acmeAxios, crypto as acmeCrypto } from 'acme-client';
 import type { Authorization, Order } from 'acme-client';
+import type { AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 import { errorMessage } from '@extsvc/common/errors';
 import type { AccountParams, CaClient, ChallengeHooks } from './ca.ts';
 import { splitPemChain } from './certs.ts';
@@ -36,11 +38,24 @@ interface Exchange {
   problemType?: string;
   retryAfterMs?: number;
   network?: string;
+  /** The network error's own message (never key material: it names hosts, ports and TLS checks). */
+  networkDetail?: string;
 }
 interface StepContext {
   step: string;
   last?: Exchange;
+  /** The CA answered 404 to a request of this step. */
+  notFound?: boolean;
 }
+
+/**
+ * Steps that read or act on a URL the CA has just created (the order's authorizations, their
+ * challenges, the finalize and certificate URLs). A CA behind replicas can answer 404 for a moment
+ * (Let's Encrypt, cert-manager#8939): retried LAG_DELAYS_MS.length times, ~3.5 s in all, far within
+ * an order's lifetime (days at Let's Encrypt), before the attempt fails.
+ */
+const LAG_STEPS = new Set(['authorizations', 'challenge', 'challenge-poll', 'finalize', 'certificate']);
+const LAG_DELAYS_MS = [250, 1000, 2250];
 
 /** Parses Retry-After (seconds or HTTP date) into ms from `now`. */
 export function parseRetryAfter(value: unknown, now: number): number | undefined {
@@ -89,15 +104,69 @@ function replacementRefused(err: unknown): boolean {
   );
 }
 
+const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA', 'ENODATA']);
+const TIMEOUT_CODES = new Set(['ECONNABORTED', 'ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** True for Node's TLS verification codes (OpenSSL X509_V_ERR_* names and Node's own). */
+function isTlsVerifyCode(code: string): boolean {
+  return (
+    (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|INVALID_CA|PATH_LENGTH|HOSTNAME_MISMATCH/.test(
+      code,
+    ) &&
+      !code.startsWith('E')) ||
+    code === 'ERR_TLS_CERT_ALTNAME_INVALID'
+  );
+}
+
+/** A failed connection to the CA, by cause: each has its own code, reason and retry policy. */
+function networkError(code: string, detail: string | undefined, where: string, cause: unknown): AcmeError {
+  // Node appends advice about --use-system-ca to some verification messages; --ca-file is ours.
+  detail = detail?.replace(/; if the root CA is installed locally.*$/, '');
+  const why =
+    detail !== undefined && detail !== '' && !detail.includes(code)
+      ? `${detail} (${code})`
+      : (detail ?? code);
+  if (isTlsVerifyCode(code))
+    return new AcmeError(
+      'ERR_ACME_TLS',
+      `the CA's TLS certificate failed verification (${where}): ${why}; trust its root with --ca-file`,
+      { cause },
+    );
+  if (DNS_CODES.has(code))
+    return new AcmeError(
+      'ERR_ACME_DNS',
+      `ACME server unreachable: its host name did not resolve (${where}): ${why}`,
+      { cause },
+    );
+  if (code === 'ECONNREFUSED')
+    return new AcmeError(
+      'ERR_ACME_REFUSED',
+      `ACME server unreachable: connection refused (${where}): ${why}`,
+      { cause },
+    );
+  if (TIMEOUT_CODES.has(code))
+    return new AcmeError(
+      'ERR_ACME_TIMEOUT',
+      `ACME server unreachable: no answer within the timeout (${where}): ${why}`,
+      { cause },
+    );
+  return new AcmeError('ERR_ACME_UNREACHABLE', `ACME server unreachable (${where}): ${why}`, { cause });
+}
+
+/** Codes retried within a step (`--acme-retries`): the ones that a second try can fix. */
+function retriedInStep(e: AcmeError): boolean {
+  if (e.code === 'ERR_ACME_UNREACHABLE' || e.code === 'ERR_ACME_REFUSED' || e.code === 'ERR_ACME_TIMEOUT')
+    return true;
+  // EAI_AGAIN is a resolver hiccup; ENOTFOUND is an answer.
+  return e.code === 'ERR_ACME_DNS' && e.message.includes('EAI_AGAIN');
+}
+
 function classify(err: unknown, ctx: StepContext): AcmeError {
   if (err instanceof AcmeError) return err;
   const last = ctx.last;
   const where = last ? `${last.method.toUpperCase()} ${last.url}` : ctx.step;
   const msg = errorMessage(err);
-  if (last?.network !== undefined)
-    return new AcmeError('ERR_ACME_UNREACHABLE', `ACME server unreachable (${where}): ${last.network}`, {
-      cause: err,
-    });
+  if (last?.network !== undefined) return networkError(last.network, last.networkDetail, where, err);
   const extra = {
     ...(last?.problemType !== undefined ? { problemType: last.problemType } : {}),
     ...(last?.retryAfterMs !== undefined ? { retryAfterMs: last.retryAfterMs } : {}),
@@ -153,6 +222,30 @@ export function ariCertId(chainPem: string): string | undefined {
   return `${aki.toString('base64url')}.${serial.toString('base64url')}`;
 }
 
+type Adapter = (config: InternalAxiosRequestConfig) => Promise<AxiosResponse>;
+// acme-client's own axios (its dependency): its Node http adapter, which acme-ca wraps per request.
+const acmeRequire = createRequire(createRequire(import.meta.url).resolve('acme-client'));
+const httpAdapter = (acmeRequire('axios') as { getAdapter(name: string): Adapter }).getAdapter('http');
+
+/** Notes the socket-level cause of a request that got no HTTP answer. */
+function recordNetworkError(exchange: Exchange, err: unknown): void {
+  // acme-client's validateStatus rejects every answer in the adapter: those carry a response.
+  if (exchange.status !== undefined || (err as { response?: unknown }).response !== undefined) return;
+  const code = (err as { code?: unknown }).code;
+  // axios keeps the socket error in `cause` for some failures; a specific code wins.
+  const causeCode = (err as { cause?: { code?: unknown } }).cause?.code;
+  exchange.network =
+    typeof code === 'string' && code !== 'ERR_BAD_RESPONSE' && code !== 'ERR_NETWORK'
+      ? code
+      : typeof causeCode === 'string'
+        ? causeCode
+        : typeof code === 'string'
+          ? code
+          : 'connection failed';
+  const message = (err as { message?: unknown }).message;
+  if (typeof message === 'string') exchange.networkDetail = message;
+}
+
 /**
  * The CaClient over acme-client's low-level API (not auto(): its challenge pre-check resolves names
  * through system DNS). acme-client's own HTTP retry loop is turned off: it sleeps through any
@@ -175,7 +268,21 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
   defaults.httpsAgent = agent;
   const reqId = acmeAxios.interceptors.request.use((config) => {
     const ctx = als.getStore();
-    if (ctx) ctx.last = { method: config.method ?? 'get', url: config.url ?? '', start: performance.now() };
+    if (ctx) {
+      const exchange: Exchange = {
+        method: config.method ?? 'get',
+        url: config.url ?? '',
+        start: performance.now(),
+      };
+      ctx.last = exchange;
+      // acme-client's retry interceptor replaces a network error by a TypeError before ours runs:
+      // the adapter is where the socket's own code (ECONNREFUSED, a TLS verification code...) is seen.
+      config.adapter = (c) =>
+        httpAdapter(c).catch((err: unknown) => {
+          recordNetworkError(exchange, err);
+          throw err;
+        });
+    }
     return config;
   });
   const observe = (status: string): void => {
@@ -186,6 +293,7 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
     const ctx = als.getStore();
     if (ctx?.last) {
       ctx.last.status = resp.status;
+      if (resp.status === 404) ctx.notFound = true;
       const data: unknown = resp.data;
       if (typeof data === 'object' && data !== null && typeof (data as { type?: unknown }).type === 'string')
         ctx.last.problemType = (data as { type: string }).type;
@@ -215,10 +323,8 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
       // acme-client turns a network error into a TypeError once its retries are off; the cause is
       // the request that has no status.
       const ctx = als.getStore();
-      if (ctx?.last && ctx.last.status === undefined) {
-        const code = (err as { code?: unknown }).code;
-        ctx.last.network = typeof code === 'string' ? code : 'connection failed';
-      }
+      if (ctx?.last && ctx.last.status === undefined && ctx.last.network === undefined)
+        recordNetworkError(ctx.last, err);
       observe('error');
       throw err;
     },
@@ -237,14 +343,27 @@ export function createAcmeCa(opts: AcmeCaOptions): CaClient {
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    let lagRetries = 0;
     for (let attempt = 0; ; attempt++) {
       const ctx: StepContext = { step: name };
       try {
         return await als.run(ctx, fn);
       } catch (err) {
         const e = classify(err, ctx);
+        const lagDelay = LAG_DELAYS_MS[lagRetries];
+        if (
+          ctx.notFound === true &&
+          e.code === 'ERR_ACME_ORDER' &&
+          LAG_STEPS.has(name) &&
+          lagDelay !== undefined
+        ) {
+          lagRetries += 1;
+          attempt -= 1;
+          await sleep(lagDelay);
+          continue;
+        }
         // A long Retry-After is not slept through here: the issuer's backoff honours it.
-        if (e.code === 'ERR_ACME_UNREACHABLE' && attempt < opts.retries && (e.retryAfterMs ?? 0) <= 10_000) {
+        if (retriedInStep(e) && attempt < opts.retries && (e.retryAfterMs ?? 0) <= 10_000) {
           await sleep(Math.max(opts.retryDelayMs * 2 ** attempt, e.retryAfterMs ?? 0));
           continue;
         }

@@ -1,7 +1,15 @@
 /** Stable error codes of the acme service; callers switch on `code`, never on the message. */
 export type AcmeErrorCode =
-  /** The CA could not be reached (connection refused, timeout, TLS failure) or answered 5xx. */
+  /** The CA answered 5xx, or the connection failed in a way none of the codes below names (reset...). */
   | 'ERR_ACME_UNREACHABLE'
+  /** The CA's TLS certificate failed verification (untrusted root, expired, wrong name): retried slowly. */
+  | 'ERR_ACME_TLS'
+  /** The CA's host name did not resolve (ENOTFOUND, EAI_AGAIN). */
+  | 'ERR_ACME_DNS'
+  /** The CA refused the connection (nothing listening, ECONNREFUSED). */
+  | 'ERR_ACME_REFUSED'
+  /** The CA did not answer within --acme-timeout (connect, TLS handshake or response). */
+  | 'ERR_ACME_TIMEOUT'
   /** The CA answered 429 / rateLimited; `retryAfterMs` holds its Retry-After. */
   | 'ERR_ACME_RATE_LIMITED'
   /** The account is unknown to the CA (lost, or the CA was reset): register again. */

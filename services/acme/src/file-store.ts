@@ -2,12 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { acquireFileLock } from './file-lock.ts';
 import type { SecretRef } from './host.ts';
 import type {
   AccountStore,
   CertificateMeta,
   CertificateStore,
   FailureRecord,
+  IssueLock,
   StoredAccount,
   StoredCertificate,
 } from './stores.ts';
@@ -129,6 +131,16 @@ export class DirectoryCertificateStore implements CertificateStore {
       }
     }
     return { chainPem, keyPem, meta };
+  }
+
+  /**
+   * `<root>/<namespace>/.<name>.lock`: holder pid, host and expiry (file-lock.ts). Beside the
+   * secret's directory, not in it: Envoy's `watched_directory` reloads on every move into that one.
+   */
+  async lock(secret: SecretRef, ttlMs: number): Promise<IssueLock> {
+    const dir = join(this.#root, secret.namespace);
+    await mkdir(dir, { recursive: true });
+    return acquireFileLock(join(dir, `.${secret.name}.lock`), ttlMs);
   }
 
   async readFailure(secret: SecretRef): Promise<FailureRecord | undefined> {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ConfigProblem } from '@extsvc/common/errors';
 import { errorMessage } from '@extsvc/common/errors';
-import { watchPaths, type Watcher } from '@extsvc/common/watch';
+import { pathsFingerprint, watchPaths, type Watcher } from '@extsvc/common/watch';
 import { type HostDefaults, type HostsFileResult, type ParsedHost, parseHostsText } from './host.ts';
 
 /** Where Hosts come from: a file in file mode, the Kubernetes API in Kubernetes mode (issue 6). */
@@ -23,6 +23,9 @@ export class FileHostSource implements HostSource {
   readonly #file: string | undefined;
   readonly #defaults: HostDefaults;
   readonly #pollMs: number;
+  /** Fingerprint taken before the first read: an edit made while that read is applied is not lost. */
+  #baseline: string | undefined;
+  #watching = false;
 
   /** Without a file there are no Hosts. */
   constructor(file: string | undefined, defaults: HostDefaults, pollMs: number) {
@@ -33,6 +36,7 @@ export class FileHostSource implements HostSource {
 
   load(): HostsFileResult {
     if (this.#file === undefined) return { kind: 'ok', hosts: [], ignored: 0 };
+    if (!this.#watching) this.#baseline = pathsFingerprint([this.#file]);
     let text: string;
     try {
       text = readFileSync(this.#file, 'utf8');
@@ -50,10 +54,16 @@ export class FileHostSource implements HostSource {
     onError: (problems: readonly ConfigProblem[]) => void,
   ): Watcher {
     if (this.#file === undefined) return { close: async () => undefined };
-    return watchPaths([this.#file], this.#pollMs, async () => {
-      const next = this.load();
-      if (next.kind === 'error') onError(next.problems);
-      else await onChange(next.hosts);
-    });
+    this.#watching = true;
+    return watchPaths(
+      [this.#file],
+      this.#pollMs,
+      async () => {
+        const next = this.load();
+        if (next.kind === 'error') onError(next.problems);
+        else await onChange(next.hosts);
+      },
+      this.#baseline !== undefined ? { baseline: this.#baseline } : {},
+    );
   }
 }

@@ -52,6 +52,8 @@ export interface HostStatus {
   readonly phasePending: HostPhase;
   readonly tlsCertificateSource: 'Unknown' | 'None' | 'Other' | 'ACME';
   readonly errorReason?: string;
+  /** Stable code of the error (`ERR_ACME_TLS`...), the README's table of reasons and retry policies. */
+  readonly errorCode?: string;
   /** ISO 8601. */
   readonly errorTimestamp?: string;
   /** Go duration string, e.g. `5m0s`. */
@@ -113,6 +115,10 @@ export interface IssuerOptions {
   readonly defaultProfile?: string;
   /** Longest wait between two scheduler wake-ups, ms (bounds clock jumps). */
   readonly maxSleepMs: number;
+  /** Issuing lock lifetime when the store has locks (file mode), ms; default 15 min. */
+  readonly lockTtlMs?: number;
+  /** While another instance holds the lock, how often to look for what it stored, ms; default 2 s. */
+  readonly lockRecheckMs?: number;
 }
 
 /** Dependencies of the issuer core; all are small interfaces (file mode now, Kubernetes later). */
@@ -170,6 +176,20 @@ export function accountKeyId(keyPem: string): string {
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** A problem that does not fix itself in minutes (an untrusted CA certificate) waits this much longer. */
+export const SLOW_RETRY_FACTOR = 12;
+
+/**
+ * The backoff of an error code: `--backoff-initial` doubling to `--backoff-max`, except for a CA
+ * TLS certificate that fails verification, which starts SLOW_RETRY_FACTOR times later (5 min → 1 h):
+ * it needs an operator (--ca-file, a renewed CA certificate), not another try.
+ */
+export function retryPolicy(code: AcmeErrorCode, base: BackoffPolicy): BackoffPolicy {
+  if (code !== 'ERR_ACME_TLS') return base;
+  const initialMs = base.initialMs * SLOW_RETRY_FACTOR;
+  return { initialMs, maxMs: Math.max(base.maxMs, initialMs) };
+}
 
 function toAcmeError(err: unknown): AcmeError {
   if (err instanceof AcmeError) return err;
@@ -405,9 +425,13 @@ export class Issuer {
     this.#inflight.add(p);
   }
 
+  /**
+   * True when the certificate names exactly the wanted set: a name added needs a new certificate,
+   * and so does a name removed (a Host taken out of a shared tlsSecret must stop being served).
+   */
   #covers(rt: GroupRuntime): boolean {
     const have = new Set(rt.cert?.names ?? []);
-    return rt.group.names.every((n) => have.has(n));
+    return have.size === new Set(rt.group.names).size && rt.group.names.every((n) => have.has(n));
   }
 
   /** When the group should next be worked on (epoch ms), undefined when nothing is due. */
@@ -501,6 +525,7 @@ export class Issuer {
     rt.state = 'Pending';
     this.#phase(rt, 'DefaultsFilled', 'ACMEUserPrivateKeyCreated');
     log.info({ names: g.names, reason: this.#reason(rt) }, 'ordering certificate');
+    let unlock: (() => Promise<void>) | undefined;
     try {
       // Never spend a CA order that cannot be stored (Let's Encrypt: 5 duplicates a week, 300 new
       // orders per 3 h): prove the write first; until it succeeds, each retry only probes again.
@@ -511,6 +536,25 @@ export class Issuer {
           { cause: err },
         );
       });
+      if (certs.lock) {
+        // Instances sharing the store (one certificate directory) order each certificate once: the
+        // lock holder orders, the others pick up what it stores.
+        const lock = await certs.lock(g.secret, this.#opts.lockTtlMs ?? 15 * 60_000).catch((err: unknown) => {
+          throw new AcmeError('ERR_STORE', `certificate store lock: ${errorMessage(err)}`, { cause: err });
+        });
+        if (lock.kind === 'busy') {
+          if (await this.#adoptStored(rt, log)) return;
+          rt.nextAttemptAt = clock.now() + (this.#opts.lockRecheckMs ?? 2000);
+          if (wasReady) {
+            rt.state = 'Ready';
+            this.#phase(rt, 'NA', 'NA');
+          }
+          log.info({ holder: lock.holder }, 'another instance is ordering this certificate: waiting for it');
+          return;
+        }
+        unlock = () => lock.release();
+        if (await this.#adoptStored(rt, log)) return;
+      }
       const id = accountId(g.provider);
       const directoryUrl = g.provider.authority;
       const email = g.provider.email;
@@ -614,7 +658,11 @@ export class Issuer {
     } catch (raw) {
       const err = toAcmeError(raw);
       rt.failures += 1;
-      const backoffMs = backoffDelay(rt.failures, this.#opts.backoff, err.retryAfterMs);
+      const backoffMs = backoffDelay(
+        rt.failures,
+        retryPolicy(err.code, this.#opts.backoff),
+        err.retryAfterMs,
+      );
       const now = clock.now();
       rt.error = { reason: err.message, at: now, backoffMs, code: err.code };
       rt.nextAttemptAt = now + backoffMs;
@@ -643,7 +691,63 @@ export class Issuer {
         },
         'certificate order failed',
       );
+    } finally {
+      await unlock?.().catch((err: unknown) =>
+        log.warn({ err: errorMessage(err) }, 'cannot release the issuing lock (it expires by itself)'),
+      );
     }
+  }
+
+  /**
+   * Takes over what another instance sharing the store did: a newer valid certificate for exactly
+   * these names (Ready, no order), or a newer failure whose backoff still runs (no second order at
+   * a failing CA). True when there is nothing to order now.
+   */
+  async #adoptStored(rt: GroupRuntime, log: Logger): Promise<boolean> {
+    const { certs, clock } = this.#deps;
+    const g = rt.group;
+    const now = clock.now();
+    const stored = await certs.read(g.secret).catch(() => undefined);
+    if (stored && !stored.meta.temporary && keyMatchesChain(stored.chainPem, stored.keyPem)) {
+      const info = readCertificate(stored.chainPem);
+      if (info.serial !== rt.cert?.serial && info.notAfter > now) {
+        delete rt.window;
+        delete rt.ariCheckAt;
+        this.#setCert(rt, { ...info, temporary: false });
+        if (this.#covers(rt) && (rt.renewAt ?? 0) > now) {
+          rt.chainPem = stored.chainPem;
+          if (stored.meta.authority !== undefined) rt.authority = stored.meta.authority;
+          if (this.#opts.ari) await this.#refreshWindow(rt);
+          rt.failures = 0;
+          delete rt.error;
+          delete rt.nextAttemptAt;
+          rt.state = 'Ready';
+          this.#phase(rt, 'NA', 'NA');
+          log.info({ serial: info.serial }, 'certificate stored by another instance: using it');
+          return true;
+        }
+      }
+    }
+    const failure = await certs.readFailure?.(g.secret).catch(() => undefined);
+    if (
+      failure &&
+      failure.names.join(',') === g.names.join(',') &&
+      failure.at > (rt.error?.at ?? Number.NEGATIVE_INFINITY) &&
+      failure.at + failure.backoffMs > now
+    ) {
+      rt.failures = failure.failures;
+      rt.error = {
+        reason: failure.reason,
+        at: failure.at,
+        backoffMs: failure.backoffMs,
+        code: failure.code as AcmeErrorCode,
+      };
+      rt.nextAttemptAt = failure.at + failure.backoffMs;
+      rt.state = 'Error';
+      this.#phase(rt, rt.phaseCompleted, 'ACMECertificateChallenge');
+      return true;
+    }
+    return false;
   }
 
   async #register(
@@ -796,6 +900,7 @@ export class Issuer {
             ...(rt.state === 'Error' && rt.error
               ? {
                   errorReason: rt.error.reason,
+                  errorCode: rt.error.code,
                   errorTimestamp: iso(rt.error.at),
                   errorBackoff: formatDuration(rt.error.backoffMs),
                 }
@@ -823,6 +928,14 @@ export class Issuer {
       ...(rt.renewAt !== undefined ? { renewAt: rt.renewAt } : {}),
       temporary: rt.cert?.temporary ?? true,
     }));
+  }
+
+  /**
+   * Certificate groups that have no stored pair yet (neither temporary nor real): readiness waits
+   * for none, so Envoy (or Emissary) never starts on a listener whose certificate is missing.
+   */
+  unstored(): string[] {
+    return [...this.#groups.values()].filter((rt) => !rt.loaded || !rt.cert).map((rt) => rt.group.key);
   }
 
   /** Number of orders running now. */

@@ -55,6 +55,9 @@ export async function start(
   overrides: StartOverrides = {},
 ): Promise<AcmeService> {
   const log = rt.logger;
+  // Not ready until the Hosts are loaded and each has a stored certificate: /readyz answers from
+  // the moment the admin port listens, and an empty component map would read as ready.
+  rt.health.set('hosts', false, 'Hosts not loaded yet');
   const defaults: HostDefaults = {
     namespace: config.defaultNamespace,
     authority: config.defaultAuthority,
@@ -320,7 +323,24 @@ export async function start(
     },
   });
 
-  if (fileIssuer) await fileIssuer.setHosts(first.hosts);
+  if (fileIssuer) {
+    // Ready only when every managed Host has a certificate pair (temporary or real) on disk: Envoy's
+    // TLS listener, and a compose health check that gates it, need the files to exist.
+    const certificatesStored = (): void => {
+      const missing = fileIssuer.unstored();
+      rt.health.set(
+        'certificates',
+        missing.length === 0,
+        missing.length === 0
+          ? undefined
+          : `no certificate stored yet for ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`,
+      );
+    };
+    rt.health.set('certificates', false, 'Hosts not loaded yet');
+    fileIssuer.onChange(certificatesStored);
+    await fileIssuer.setHosts(first.hosts);
+    certificatesStored();
+  }
   if (kube) {
     rt.health.set('hosts', kube.synced, kube.synced ? undefined : 'Host informers listing');
     const syncTimer = setInterval(() => {

@@ -52,11 +52,21 @@ export interface CertificateStore {
    * order, so a certificate that could not be stored is never ordered.
    */
   probeWrite?(secret: SecretRef): Promise<void>;
+  /**
+   * Optional: takes the issuing lock of `secret` for at most `ttlMs`, so that instances sharing
+   * the store (file mode: compose `scale: 2`, an overlapping restart) never order the same
+   * certificate twice. `busy` names the live holder. Kubernetes mode needs none (a Lease).
+   */
+  lock?(secret: SecretRef, ttlMs: number): Promise<IssueLock>;
   /** Optional: the persisted failure record (Kubernetes mode keeps it in Host status instead). */
   readFailure?(secret: SecretRef): Promise<FailureRecord | undefined>;
   /** Optional: persists (or clears, with undefined) the failure record. */
   writeFailure?(secret: SecretRef, failure: FailureRecord | undefined): Promise<void>;
 }
+
+/** The outcome of CertificateStore.lock. */
+export type IssueLock =
+  { readonly kind: 'held'; release(): Promise<void> } | { readonly kind: 'busy'; readonly holder: string };
 
 /** A stored ACME account. */
 export interface StoredAccount {

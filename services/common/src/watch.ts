@@ -6,7 +6,8 @@ export interface Watcher {
   close(): Promise<void>;
 }
 
-function fingerprint(paths: readonly string[]): string {
+/** The change fingerprint of `paths` (real path, inode, size, mtime of each entry), as watchPaths compares. */
+export function pathsFingerprint(paths: readonly string[]): string {
   const parts: string[] = [];
   const visit = (p: string, depth: number): void => {
     try {
@@ -29,18 +30,20 @@ function fingerprint(paths: readonly string[]): string {
  * each entry). Polling survives what fs.watch misses: Kubernetes ConfigMap `..data` symlink swaps,
  * editors that replace files, network filesystems. `onChange` is never run concurrently. `opts.onPoll`
  * sees every comparison (a test's positive signal that the watcher looked and found nothing).
+ * `opts.baseline` is a fingerprint taken before the caller's first read: a change made between that
+ * read and this call is then seen at the first poll instead of becoming the baseline.
  */
 export function watchPaths(
   paths: readonly string[],
   intervalMs: number,
   onChange: () => Promise<void> | void,
-  opts: { readonly onPoll?: (changed: boolean) => void } = {},
+  opts: { readonly onPoll?: (changed: boolean) => void; readonly baseline?: string } = {},
 ): Watcher {
-  let last = fingerprint(paths);
+  let last = opts.baseline ?? pathsFingerprint(paths);
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
-    const now = fingerprint(paths);
+    const now = pathsFingerprint(paths);
     opts.onPoll?.(now !== last);
     if (now === last) return;
     last = now;
