@@ -11,6 +11,7 @@ export interface HostSpec {
   readonly hostname: string;
   readonly secret?: string;
   readonly authority: string;
+  readonly annotations?: Readonly<Record<string, string>>;
 }
 
 /** Writes a multi-document Hosts file. */
@@ -19,7 +20,9 @@ export function writeHosts(path: string, hosts: readonly HostSpec[]): void {
     [
       'apiVersion: getambassador.io/v3alpha1',
       'kind: Host',
-      `metadata: { name: ${h.name} }`,
+      h.annotations
+        ? `metadata: { name: ${h.name}, annotations: ${JSON.stringify(h.annotations)} }`
+        : `metadata: { name: ${h.name} }`,
       'spec:',
       `  hostname: "${h.hostname}"`,
       `  acmeProvider: { authority: "${h.authority}", email: ops@example.com }`,
@@ -37,6 +40,7 @@ export interface HostStatusView {
   phasePending: string;
   errorReason?: string;
   errorCode?: string;
+  errorTimestamp?: string;
   errorBackoff?: string;
   notAfter?: string;
   nextRenewal?: string;

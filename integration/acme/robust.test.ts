@@ -197,13 +197,15 @@ describe('acme robustness: readiness, Hosts file, shared tlsSecret, CA replica l
       spec('pair-a', 'pair-tls'),
       spec('pair-b', 'pair-tls'),
     ]);
+    // Envoy validates the challenges (whatever the previous tests did).
+    const e = await ensureEnvoy();
     await waitHosts(
       'pair Hosts Ready',
       acme,
       (h) => h.get('default/pair-a')?.state === 'Ready' && h.get('default/pair-b')?.state === 'Ready',
       45_000,
     );
-    const e = await ensureEnvoy();
+
     const root = await pebble.roots();
     const crt = join(certDir, 'default', 'pair-tls', 'tls.crt');
     assert.deepEqual(certNames(crt), ['pair-a.robust.test', 'pair-b.robust.test']);
@@ -295,12 +297,31 @@ describe('acme robustness: readiness, Hosts file, shared tlsSecret, CA replica l
     );
     assert.ok(existsSync(join(certDir, 'default', 'broken-tls', 'tls.crt')));
   });
+  it('renews at the acme.extsvc.dev/renew-before of a Host (cert-manager renewBefore), and refuses a bad one', async function () {
+    this.timeout(30_000);
+    const withAnnotations = [
+      spec('stored'),
+      { ...spec('late'), annotations: { 'acme.extsvc.dev/renew-before': '720h' } },
+      spec('pair-a', 'pair-tls'),
+      { ...spec('bad'), annotations: { 'acme.extsvc.dev/renew-before': 'soon' } },
+    ];
+    writeHosts(hostsFile, withAnnotations);
+    const h = await waitHosts('late renews 720h before notAfter', acme, (m) => {
+      const late = m.get('default/late');
+      if (!late?.notAfter || !late.nextRenewal) return undefined;
+      return Date.parse(late.notAfter) - Date.parse(late.nextRenewal) === 720 * 3_600_000 ? m : undefined;
+    });
+    assert.equal(h.get('default/bad')?.state, 'Error');
+    assert.match(h.get('default/bad')?.errorReason ?? '', /acme\.extsvc\.dev\/renew-before.*duration/);
+  });
 });
 
 describe('acme robustness: CA errors name their cause and have their own retry policy', function () {
   const stack = new Stack('acme-robust-errors').install();
   let acme: ServiceHandle;
   let hang: TcpServer;
+  let hostsFile: string;
+  let specs: HostSpec[];
   const sockets = new Set<Socket>();
 
   before(async function () {
@@ -318,16 +339,14 @@ describe('acme robustness: CA errors name their cause and have their own retry p
       refused: `https://127.0.0.1:${await freePort()}/dir`,
       timeout: `https://127.0.0.1:${(hang.address() as AddressInfo).port}/dir`,
     };
-    const hostsFile = join(stack.dir, 'hosts.yaml');
-    writeHosts(
-      hostsFile,
-      Object.entries(authorities).map(([name, authority]) => ({
-        name,
-        hostname: `${name}.errors.test`,
-        secret: `${name}-tls`,
-        authority,
-      })),
-    );
+    hostsFile = join(stack.dir, 'hosts.yaml');
+    specs = Object.entries(authorities).map(([name, authority]) => ({
+      name,
+      hostname: `${name}.errors.test`,
+      secret: `${name}-tls`,
+      authority,
+    }));
+    writeHosts(hostsFile, specs);
     acme = await stack.service('acme', {
       args: [
         `--hosts-file=${hostsFile}`,
@@ -335,8 +354,9 @@ describe('acme robustness: CA errors name their cause and have their own retry p
         `--allowed-authorities=${Object.values(authorities).join(',')}`,
         '--acme-retries=0',
         '--acme-timeout=1s',
-        '--backoff-initial=2s',
-        '--backoff-max=1m',
+        '--backoff-initial=1m',
+        '--backoff-max=1h',
+        '--hosts-poll-interval=200ms',
       ],
     });
   });
@@ -366,8 +386,8 @@ describe('acme robustness: CA errors name their cause and have their own retry p
     assert.equal(s('timeout')?.errorCode, 'ERR_ACME_TIMEOUT');
     assert.match(s('timeout')?.errorReason ?? '', /no answer within the timeout/);
     // A certificate problem does not fix itself in minutes: its first retry waits 12× longer.
-    assert.equal(s('tls')?.errorBackoff, '24s');
-    for (const n of ['dns', 'refused', 'timeout']) assert.equal(s(n)?.errorBackoff, '2s', n);
+    assert.equal(s('tls')?.errorBackoff, '12m0s');
+    for (const n of ['dns', 'refused', 'timeout']) assert.equal(s(n)?.errorBackoff, '1m0s', n);
     // /diag shows the code beside the reason.
     const diag = JSON.parse((await acme.admin('/diag.json')).body) as {
       sections: Array<{ title: string; columns?: string[]; rows?: unknown[][] }>;
@@ -377,6 +397,32 @@ describe('acme robustness: CA errors name their cause and have their own retry p
     const row = table?.rows?.find((r) => r[col('host')] === 'default/tls');
     assert.equal(row?.[col('error code')], 'ERR_ACME_TLS');
     assert.equal(row?.[col('last error')], s('tls')?.errorReason);
+  });
+  it('a new acme.extsvc.dev/retry annotation value retries an Error Host at once, skipping its backoff', async function () {
+    this.timeout(60_000);
+    const before = (await statuses(acme)).get('default/refused');
+    assert.equal(before?.state, 'Error');
+    assert.equal(before?.errorBackoff, '1m0s');
+    writeHosts(
+      hostsFile,
+      specs.map((h) =>
+        h.name === 'refused' ? { ...h, annotations: { 'acme.extsvc.dev/retry': 'try-1' } } : h,
+      ),
+    );
+    // Retried long before the minute of backoff: a new failure, counted (the backoff doubles).
+    const after = await waitHosts(
+      'refused retried',
+      acme,
+      (m) => {
+        const h = m.get('default/refused');
+        return h?.errorTimestamp !== before?.errorTimestamp && h?.state === 'Error' ? h : undefined;
+      },
+      20_000,
+    );
+    assert.equal(after.errorBackoff, '2m0s');
+    assert.equal(after.errorCode, 'ERR_ACME_REFUSED');
+    // The other Hosts keep their backoff.
+    assert.equal((await statuses(acme)).get('default/timeout')?.errorBackoff, '1m0s');
   });
 });
 

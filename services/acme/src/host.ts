@@ -60,6 +60,26 @@ export interface ValidHost {
   readonly acme?: AcmeProvider;
   readonly tlsSecret?: SecretRef;
   readonly origin: HostOrigin;
+  /** Annotation `acme.extsvc.dev/renew-before`: renew this long before notAfter, ms (cert-manager's renewBefore). */
+  readonly renewBeforeMs?: number;
+  /** Annotation `acme.extsvc.dev/retry`: a new value asks for one immediate retry of an Error Host. */
+  readonly retryToken?: string;
+}
+
+/** Annotation: per-Host renewal window, a Go duration (`720h`, `1h30m`), as cert-manager's renewBefore. */
+export const RENEW_BEFORE_ANNOTATION = 'acme.extsvc.dev/renew-before';
+/** Annotation: any new value triggers one immediate retry of a Host in Error (its backoff is skipped once). */
+export const RETRY_ANNOTATION = 'acme.extsvc.dev/retry';
+
+/** Parses a Go duration (`720h`, `1h30m`, `90s`, `500ms`) into ms; undefined when invalid or zero. */
+export function parseGoDuration(raw: string): number | undefined {
+  const units: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
+  const text = raw.trim();
+  if (!/^(\d+(\.\d+)?(h|ms|m|s))+$/.test(text)) return undefined;
+  let ms = 0;
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s)/g))
+    ms += Number(m[1]) * (units[m[2] as string] ?? 0);
+  return ms > 0 ? Math.round(ms) : undefined;
 }
 
 /** A Host that failed validation: it gets state Error with `reason`, others are unaffected. */
@@ -260,12 +280,26 @@ export function parseHost(
   // namespace, never shared with another tenant.
   const derived = privateKeySecret === undefined && defaults.accountSecretInHostNamespace === true;
   if (derived) privateKeySecret = { namespace, name: derivedAccountName(authority, email) };
+  // Annotations, not spec fields: Emissary's Host schema prunes unknown spec fields.
+  const rawRenewBefore = annotations[RENEW_BEFORE_ANNOTATION];
+  let renewBeforeMs: number | undefined;
+  if (rawRenewBefore !== undefined) {
+    renewBeforeMs = typeof rawRenewBefore === 'string' ? parseGoDuration(rawRenewBefore) : undefined;
+    if (renewBeforeMs === undefined)
+      return invalid(
+        `metadata.annotations["${RENEW_BEFORE_ANNOTATION}"] must be a positive duration such as 720h or 1h30m`,
+      );
+  }
+  const rawRetry = annotations[RETRY_ANNOTATION];
+  const retryToken = typeof rawRetry === 'string' && rawRetry !== '' ? rawRetry : undefined;
   return {
     kind: 'acme',
     key,
     namespace,
     name,
     hostname,
+    ...(renewBeforeMs !== undefined ? { renewBeforeMs } : {}),
+    ...(retryToken !== undefined ? { retryToken } : {}),
     acme: {
       authority,
       ...(typeof email === 'string' ? { email } : {}),
@@ -353,6 +387,10 @@ export interface CertGroup {
   readonly hostKeys: readonly string[];
   /** The provider every Host of the group names. */
   readonly provider: AcmeProvider;
+  /** The longest renew-before of its Hosts, ms (the earliest renewal any of them asks for). */
+  readonly renewBeforeMs?: number;
+  /** The retry tokens of its Hosts (key=value, sorted): a change asks for one immediate retry. */
+  readonly retryToken: string;
 }
 
 const providerId = (p: AcmeProvider): string =>
@@ -437,6 +475,14 @@ export function groupHosts(hosts: readonly ParsedHost[]): CertGroup[] {
       names: [...new Set(members.map((h) => h.hostname))].sort(),
       hostKeys: members.map((h) => h.key).sort(),
       provider,
+      ...(members.some((h) => h.renewBeforeMs !== undefined)
+        ? { renewBeforeMs: Math.max(...members.map((h) => h.renewBeforeMs ?? 0)) }
+        : {}),
+      retryToken: members
+        .filter((h) => h.retryToken !== undefined)
+        .map((h) => `${h.key}=${h.retryToken ?? ''}`)
+        .sort()
+        .join(','),
     });
   }
   return groups;

@@ -257,7 +257,16 @@ export class Issuer {
         const changed =
           rt.group.names.join(',') !== g.names.join(',') ||
           JSON.stringify(rt.group.provider) !== JSON.stringify(g.provider);
+        const retry = rt.group.retryToken !== g.retryToken && g.retryToken !== '';
+        const rescheduled = rt.group.renewBeforeMs !== g.renewBeforeMs;
         rt.group = g;
+        if (rescheduled && rt.cert && !rt.cert.temporary) this.#setCert(rt, rt.cert);
+        if (retry && !changed && rt.state === 'Error') {
+          // The operator asked for one retry now (annotation acme.extsvc.dev/retry changed): the
+          // backoff is skipped once; the failure count stays, so a new failure backs off further.
+          delete rt.nextAttemptAt;
+          this.#deps.logger.info({ tlsSecret: g.key }, 'retry requested by annotation: retrying now');
+        }
         if (changed) {
           // A spec change bypasses the backoff (as cert-manager), the CA limits still apply.
           rt.failures = 0;
@@ -351,7 +360,16 @@ export class Issuer {
     if (rt.cert?.serial !== cert.serial) rt.jitter = this.#deps.random();
     rt.cert = cert;
     if (cert.temporary) delete rt.renewAt;
-    else rt.renewAt = renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
+    else {
+      const byPolicy = renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
+      const before = rt.group.renewBeforeMs;
+      // renewBefore replaces the lifetime fraction (as cert-manager's; no jitter), unless it is not
+      // shorter than the lifetime; an earlier ARI window still wins.
+      rt.renewAt =
+        before !== undefined && before < cert.notAfter - cert.notBefore
+          ? Math.min(cert.notAfter - before, rt.window ? byPolicy : Number.POSITIVE_INFINITY)
+          : byPolicy;
+    }
   }
 
   /**
@@ -375,8 +393,8 @@ export class Issuer {
         const moved = rt.window?.start !== info.start || rt.window.end !== info.end;
         const before = rt.renewAt;
         rt.window = { start: info.start, end: info.end };
-        if (rt.cert && !rt.cert.temporary)
-          rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter, rt.window);
+        // #setCert plans with the window (and the Host's renew-before); the serial is the same.
+        if (rt.cert && !rt.cert.temporary) this.#setCert(rt, rt.cert);
         if (moved && rt.renewAt !== before)
           logger.info(
             {
@@ -389,7 +407,7 @@ export class Issuer {
           );
       } else {
         delete rt.window;
-        if (rt.cert && !rt.cert.temporary) rt.renewAt = renewalTime(rt.cert, this.#opts.renewal, rt.jitter);
+        if (rt.cert && !rt.cert.temporary) this.#setCert(rt, rt.cert);
       }
     } catch (err) {
       // ARI failures are never fatal: the lifetime policy (or the last window) still applies.
@@ -526,6 +544,15 @@ export class Issuer {
     this.#phase(rt, 'DefaultsFilled', 'ACMEUserPrivateKeyCreated');
     log.info({ names: g.names, reason: this.#reason(rt) }, 'ordering certificate');
     let unlock: (() => Promise<void>) | undefined;
+    // Released as soon as the outcome is stored, before the state changes (statuses() hides the
+    // next renewal of a group still in flight).
+    const release = async (): Promise<void> => {
+      const u = unlock;
+      unlock = undefined;
+      await u?.().catch((err: unknown) =>
+        log.warn({ err: errorMessage(err) }, 'cannot release the issuing lock (it expires by itself)'),
+      );
+    };
     try {
       // Never spend a CA order that cannot be stored (Let's Encrypt: 5 duplicates a week, 300 new
       // orders per 3 h): prove the write first; until it succeeds, each retry only probes again.
@@ -543,7 +570,7 @@ export class Issuer {
           throw new AcmeError('ERR_STORE', `certificate store lock: ${errorMessage(err)}`, { cause: err });
         });
         if (lock.kind === 'busy') {
-          if (await this.#adoptStored(rt, log)) return;
+          if (await this.#adoptStored(rt, log, release)) return;
           rt.nextAttemptAt = clock.now() + (this.#opts.lockRecheckMs ?? 2000);
           if (wasReady) {
             rt.state = 'Ready';
@@ -553,7 +580,7 @@ export class Issuer {
           return;
         }
         unlock = () => lock.release();
-        if (await this.#adoptStored(rt, log)) return;
+        if (await this.#adoptStored(rt, log, release)) return;
       }
       const id = accountId(g.provider);
       const directoryUrl = g.provider.authority;
@@ -631,6 +658,7 @@ export class Issuer {
         .catch((err: unknown) => {
           throw new AcmeError('ERR_STORE', `certificate store: ${errorMessage(err)}`, { cause: err });
         });
+      await release();
       delete rt.window;
       delete rt.ariCheckAt;
       rt.chainPem = chainPem;
@@ -692,9 +720,7 @@ export class Issuer {
         'certificate order failed',
       );
     } finally {
-      await unlock?.().catch((err: unknown) =>
-        log.warn({ err: errorMessage(err) }, 'cannot release the issuing lock (it expires by itself)'),
-      );
+      await release();
     }
   }
 
@@ -703,7 +729,7 @@ export class Issuer {
    * these names (Ready, no order), or a newer failure whose backoff still runs (no second order at
    * a failing CA). True when there is nothing to order now.
    */
-  async #adoptStored(rt: GroupRuntime, log: Logger): Promise<boolean> {
+  async #adoptStored(rt: GroupRuntime, log: Logger, release: () => Promise<void>): Promise<boolean> {
     const { certs, clock } = this.#deps;
     const g = rt.group;
     const now = clock.now();
@@ -717,6 +743,7 @@ export class Issuer {
         if (this.#covers(rt) && (rt.renewAt ?? 0) > now) {
           rt.chainPem = stored.chainPem;
           if (stored.meta.authority !== undefined) rt.authority = stored.meta.authority;
+          await release();
           if (this.#opts.ari) await this.#refreshWindow(rt);
           rt.failures = 0;
           delete rt.error;
@@ -735,6 +762,7 @@ export class Issuer {
       failure.at > (rt.error?.at ?? Number.NEGATIVE_INFINITY) &&
       failure.at + failure.backoffMs > now
     ) {
+      await release();
       rt.failures = failure.failures;
       rt.error = {
         reason: failure.reason,
