@@ -4,7 +4,7 @@ import type { Logger } from '@extsvc/common/logger';
 import type { Provider } from '../policy.ts';
 import type { VerifyResult } from '../verifier.ts';
 import { EDGE_STACK_PATHS, type LoginSettings } from './config.ts';
-import { checkCsrf, isNavigation, readCookie, requestOrigin, safeReturnPath } from './guard.ts';
+import { checkCsrf, cookieValues, isNavigation, readCookie, requestOrigin, safeReturnPath } from './guard.ts';
 import { Sealer } from './seal.ts';
 
 /** Why a sign-in, refresh or session check failed (metrics label, /diag, logs). */
@@ -21,7 +21,8 @@ export type LoginFailure =
   | 'session_invalid'
   | 'session_expired'
   | 'refresh_failed'
-  | 'csrf';
+  | 'csrf'
+  | 'cookie_duplicate';
 
 /** Sign-in events, counted by the server (metrics and /diag). */
 export type SigninEvent =
@@ -455,7 +456,31 @@ export class Signin {
 
   /** Reads, checks and (when due) refreshes the session of `l` in a request. */
   async session(l: LoginSettings, req: SigninRequest): Promise<SessionState> {
-    const sealed = readCookie(req.headers['cookie'], l.cookie.name);
+    const copies = cookieValues(req.headers['cookie'], l.cookie.name);
+    // Two session cookies: one was planted (login CSRF, session fixation). Neither is used; the browser
+    // is told so instead of being sent to sign in again (the planted copy would come back every time).
+    if (copies.length > 1) {
+      this.#fail(l, 'cookie_duplicate');
+      const body = JSON.stringify({
+        status: 400,
+        error: 'invalid_request',
+        code: 'login_failed',
+        reason: 'cookie_duplicate',
+      });
+      return {
+        kind: 'answer',
+        answer: {
+          status: 400,
+          headers: [
+            ['content-type', 'application/json'],
+            ['set-cookie', this.#cookie(l, l.cookie.name, '', 0)],
+          ],
+          body,
+          reason: 'login_failed',
+        },
+      };
+    }
+    const sealed = copies[0];
     if (sealed === undefined) return { kind: 'none', hadCookie: false };
     const text = this.#sealer(l).open(l.cookie.name, sealed);
     let s: SessionData | undefined;

@@ -87,12 +87,13 @@ export function requestOrigin(
 }
 
 /**
- * Reads one cookie from a Cookie header. Several Cookie headers arrive joined (`; ` per RFC 6265 by
- * Node, `,` in Envoy's merged CheckRequest header map): both separators are accepted. The first
- * occurrence wins (browsers send the most specific path first).
+ * Every non-empty value of the cookie `name` in a Cookie header. Several Cookie headers arrive
+ * joined (`; ` per RFC 6265 by Node, `,` in Envoy's merged CheckRequest header map): both
+ * separators are accepted.
  */
-export function readCookie(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined;
+export function cookieValues(header: string | undefined, name: string): string[] {
+  if (!header) return [];
+  const out: string[] = [];
   for (const part of header.split(/;\s*|,\s*/)) {
     const eq = part.indexOf('=');
     if (eq !== -1 && part.slice(0, eq).trim() === name) {
@@ -100,8 +101,18 @@ export function readCookie(header: string | undefined, name: string): string | u
         .slice(eq + 1)
         .trim()
         .replace(/^"(.*)"$/, '$1');
-      if (v !== '') return v;
+      if (v !== '') out.push(v);
     }
   }
-  return undefined;
+  return out;
+}
+
+/**
+ * Reads one cookie from a Cookie header; undefined when it is absent or present more than once.
+ * A second copy means another site (a sibling subdomain, a cookie value holding `,name=`) planted
+ * one: neither is trusted, so a planted session can never win over, or stand in for, the real one.
+ */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  const values = cookieValues(header, name);
+  return values.length === 1 ? values[0] : undefined;
 }

@@ -4,6 +4,11 @@ import { randomBytes } from 'node:crypto';
 import { decide, type AuthRequest, type Decision, type DecisionDeps } from '../../src/decision.ts';
 import { parsePolicy } from '../../src/policy.ts';
 import { TokenCache } from '../../src/verifier.ts';
+import { joinCookies } from '../../src/grpc-check.ts';
+import { readCookie } from '../../src/signin/guard.ts';
+import { Signin, type SigninEvent } from '../../src/signin/flow.ts';
+import { Sealer } from '../../src/signin/seal.ts';
+import { createLogger } from '@extsvc/common/logger';
 
 const env = { SECRET: 'the-client-secret', KEYS: randomBytes(32).toString('base64') };
 const deps: DecisionDeps = { keyStores: new Map(), cache: new TokenCache(10, 1000), now: () => Date.now() };
@@ -58,5 +63,54 @@ rules:
     const d = await decide(p, req('/public/x', { cookie: other }), deps);
     assert.equal(upstreamCookie(d, other), other);
     assert.ok(d.kind === 'allow' && !d.removeHeaders.includes('cookie') && d.headers.length === 0);
+  });
+});
+
+describe('signin review: a planted second session cookie is refused (L4)', () => {
+  it('reads no session when the cookie name appears twice, also through a comma inside one value', () => {
+    assert.equal(readCookie('pref=x,authz_session=ATTACKER; authz_session=REAL', 'authz_session'), undefined);
+    assert.equal(
+      readCookie(joinCookies('pref=x,authz_session=ATTACKER; authz_session=REAL'), 'authz_session'),
+      undefined,
+    );
+    assert.equal(readCookie('authz_session=A; authz_session=B', 'authz_session'), undefined);
+    assert.equal(readCookie('pref=x; authz_session=REAL', 'authz_session'), 'REAL');
+    // Two HTTP/1 Cookie headers joined by Envoy: one session cookie is still read.
+    assert.equal(readCookie(joinCookies('authz_session=REAL,other=1; more=2'), 'authz_session'), 'REAL');
+  });
+
+  it('answers a request with two session cookies 400 and clears the cookie, without using either', async () => {
+    const policy = parsePolicy(
+      `providers: { idp: { issuer: https://idp.example } }
+login: { provider: idp, clientId: web, clientSecret: { env: SECRET }, sessionKeys: { env: KEYS } }
+rules: [ { name: app, jwt: { providers: [idp] } } ]`,
+      'p.yaml',
+      env,
+    );
+    const l = policy.logins[0];
+    assert.ok(l);
+    const events: SigninEvent[] = [];
+    const signin = new Signin({
+      now: () => Date.now(),
+      logger: createLogger({ service: 'authz', level: 'silent' }),
+      providers: policy.providers,
+      verifyIdToken: () => Promise.reject(new Error('not called')),
+      onEvent: (e) => events.push(e),
+    });
+    const sealer = new Sealer(l.sessionKeys.map((k) => Buffer.from(k, 'base64url')));
+    const now = Math.floor(Date.now() / 1000);
+    const seal = (sub: string) =>
+      sealer.seal('authz_session', JSON.stringify({ p: 'idp', c: { sub }, e: now + 600, m: now + 3600 }));
+    const one = await signin.session(l, req('/', { cookie: `authz_session=${seal('alice')}` }));
+    assert.equal(one.kind, 'valid');
+    const s = await signin.session(
+      l,
+      req('/', { cookie: `pref=x,authz_session=${seal('attacker')}; authz_session=${seal('alice')}` }),
+    );
+    assert.equal(s.kind, 'answer', JSON.stringify(s));
+    if (s.kind !== 'answer') return;
+    assert.equal(s.answer.status, 400);
+    assert.ok(s.answer.headers.some(([k, v]) => k === 'set-cookie' && /^authz_session=;.*Max-Age=0/.test(v)));
+    assert.ok(events.some((e) => e.kind === 'failure' && e.reason === 'cookie_duplicate'));
   });
 });
