@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import * as oauth from 'oauth4webapi';
 import type { Logger } from '@extsvc/common/logger';
 import type { Provider } from '../policy.ts';
@@ -105,8 +106,21 @@ const MAX_COOKIE_BYTES = 3800;
 const DROPPED_CLAIMS = ['nonce', 'at_hash', 'c_hash', 's_hash', 'sid', 'auth_time', 'acr', 'amr', 'azp'];
 const DISCOVERY_TTL_MS = 600_000;
 
-function isLoopbackHost(h: string): boolean {
-  return h === 'localhost' || h === '127.0.0.1' || h === '[::1]' || h.startsWith('127.');
+/**
+ * True for a loopback address (127.0.0.0/8, ::1) or exactly `localhost`: the only hosts an http
+ * discovery or token endpoint may be on without allowHttp. A name like `127.0.0.1.nip.io` is not one.
+ */
+export function isLoopbackHost(h: string): boolean {
+  const host = h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
+  if (host.toLowerCase() === 'localhost') return true;
+  switch (isIP(host)) {
+    case 4:
+      return host.split('.')[0] === '127';
+    case 6:
+      return host === '::1' || /^(0{0,4}:){7}0{0,3}1$/.test(host);
+    default:
+      return false;
+  }
 }
 
 /**

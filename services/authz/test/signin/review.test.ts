@@ -6,7 +6,7 @@ import { parsePolicy } from '../../src/policy.ts';
 import { TokenCache } from '../../src/verifier.ts';
 import { joinCookies } from '../../src/grpc-check.ts';
 import { readCookie } from '../../src/signin/guard.ts';
-import { Signin, type SigninEvent } from '../../src/signin/flow.ts';
+import { Signin, isLoopbackHost, type SigninEvent } from '../../src/signin/flow.ts';
 import { Sealer } from '../../src/signin/seal.ts';
 import { createLogger } from '@extsvc/common/logger';
 
@@ -112,5 +112,22 @@ rules: [ { name: app, jwt: { providers: [idp] } } ]`,
     assert.equal(s.answer.status, 400);
     assert.ok(s.answer.headers.some(([k, v]) => k === 'set-cookie' && /^authz_session=;.*Max-Age=0/.test(v)));
     assert.ok(events.some((e) => e.kind === 'failure' && e.reason === 'cookie_duplicate'));
+  });
+});
+
+describe('signin review: only real loopback hosts may use http without allowHttp (L6)', () => {
+  it('refuses names that merely start like a loopback address; accepts 127/8, ::1 and localhost', () => {
+    for (const h of [
+      '127.0.0.1.nip.io',
+      '127.evil.example',
+      'localhost.evil.example',
+      '128.0.0.1',
+      '[::2]',
+      '10.0.0.1',
+      '',
+    ])
+      assert.equal(isLoopbackHost(h), false, h);
+    for (const h of ['localhost', '127.0.0.1', '127.8.9.10', '[::1]', '::1'])
+      assert.equal(isLoopbackHost(h), true, h);
   });
 });
