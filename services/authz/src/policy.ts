@@ -6,7 +6,7 @@ import { ConfigError, ProblemCollector } from '@extsvc/common/errors';
 import { deepFreeze, parseDuration } from '@extsvc/common/config';
 import type { JSONWebKeySet } from 'jose';
 import { hostMatcher, parseTemplate, type HostMatcher, type PathMatcher, type Template } from './match.ts';
-import { parseLogin, type LoginSettings } from './signin/config.ts';
+import { EDGE_STACK_PATHS, parseLogin, type LoginSettings } from './signin/config.ts';
 
 /** Asymmetric JWS algorithms accepted by default. */
 export const ASYMMETRIC_ALGS = [
@@ -1016,6 +1016,21 @@ export function parsePolicy(
       );
     byCookie.set(l.cookie.name, l.id);
   }
+  // Within one rule set the first block owning a path answers it: a second block's callback or
+  // logout there would never run (its sign-ins would all fail), so two blocks may not share one.
+  for (const set of [rules, ...policies.values()]) {
+    const byPath = new Map<string, string>();
+    for (const l of new Set(set.flatMap((r) => (r.login ? [r.login] : []))))
+      for (const [field, path] of loginPaths(l)) {
+        const other = byPath.get(path);
+        if (other !== undefined && !other.startsWith(`${l.id}.`))
+          ctx.add(
+            `${l.id}.${field}`,
+            `'${path}' is already the path of ${other}: give each login block its own`,
+          );
+        else byPath.set(path, `${l.id}.${field}`);
+      }
+  }
   ctx.problems.throwIfAny();
   return deepFreeze({
     realm,
@@ -1028,6 +1043,17 @@ export function parsePolicy(
     logins,
     files: ctx.files,
   });
+}
+
+/** The request paths a login block answers, with the field that sets each. */
+function loginPaths(l: LoginSettings): Array<readonly [string, string]> {
+  const callback = /^https?:\/\//.test(l.redirectPath) ? new URL(l.redirectPath).pathname : l.redirectPath;
+  const out: Array<readonly [string, string]> = [
+    ['redirectPath', callback],
+    ['logoutPath', l.logoutPath],
+  ];
+  if (l.edgeStack) out.push(['edgeStack', EDGE_STACK_PATHS.postLogout]);
+  return out;
 }
 
 /** Reads and parses a policy file. */

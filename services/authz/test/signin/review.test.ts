@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { decide, type AuthRequest, type Decision, type DecisionDeps } from '../../src/decision.ts';
 import { parsePolicy } from '../../src/policy.ts';
+import { ConfigError } from '@extsvc/common/errors';
 import { TokenCache } from '../../src/verifier.ts';
 import { joinCookies } from '../../src/grpc-check.ts';
 import { readCookie } from '../../src/signin/guard.ts';
@@ -129,5 +130,76 @@ describe('signin review: only real loopback hosts may use http without allowHttp
       assert.equal(isLoopbackHost(h), false, h);
     for (const h of ['localhost', '127.0.0.1', '127.8.9.10', '[::1]', '::1'])
       assert.equal(isLoopbackHost(h), true, h);
+  });
+});
+
+describe('signin review: two login blocks may not share a callback or logout path (L8)', () => {
+  const block = (extra = '') =>
+    `{ provider: idp, clientId: web, clientSecret: { env: SECRET }, sessionKeys: { env: KEYS }${extra} }`;
+  const load = (a: string, b: string) =>
+    parsePolicy(
+      `providers: { idp: { issuer: https://idp.example } }
+rules:
+  - { name: one, match: { pathPrefix: /one }, jwt: { providers: [idp] }, login: ${a} }
+  - { name: two, match: { pathPrefix: /two }, jwt: { providers: [idp] }, login: ${b} }`,
+      'p.yaml',
+      env,
+    );
+  const problemsOf = (fn: () => unknown): string[] => {
+    try {
+      fn();
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.problems.map((p) => `${p.field}: ${p.message}`);
+    }
+    return [];
+  };
+
+  it('refuses the default paths twice, naming both blocks and the field', () => {
+    assert.deepEqual(
+      problemsOf(() => load(block(', cookie: { name: a }'), block(', cookie: { name: b }'))),
+      [
+        "p.yaml: rules[1].login.redirectPath: '/oauth2/callback' is already the path of rules[0].login.redirectPath: give each login block its own",
+        "p.yaml: rules[1].login.logoutPath: '/oauth2/logout' is already the path of rules[0].login.logoutPath: give each login block its own",
+      ],
+    );
+  });
+
+  it("refuses one block's callback as another's logout, and an absolute redirectPath with the same path", () => {
+    assert.deepEqual(
+      problemsOf(() =>
+        load(
+          block(', cookie: { name: a }, redirectPath: /cb, logoutPath: /out'),
+          block(', cookie: { name: b }, redirectPath: "https://app.example/out", logoutPath: /out2'),
+        ),
+      ),
+      [
+        "p.yaml: rules[1].login.redirectPath: '/out' is already the path of rules[0].login.logoutPath: give each login block its own",
+      ],
+    );
+  });
+
+  it('accepts distinct paths, and the same block shared by several rules', () => {
+    assert.deepEqual(
+      problemsOf(() =>
+        load(
+          block(', cookie: { name: a }'),
+          block(', cookie: { name: b }, redirectPath: /cb2, logoutPath: /out2'),
+        ),
+      ),
+      [],
+    );
+    const shared = parsePolicy(
+      `providers: { idp: { issuer: https://idp.example } }
+login: ${block()}
+rules:
+  - { name: one, match: { pathPrefix: /one }, jwt: { providers: [idp] } }
+  - { name: two, match: { pathPrefix: /two }, jwt: { providers: [idp] } }
+policies:
+  other: { rules: [ { name: three, jwt: { providers: [idp] }, login: ${block(', cookie: { name: c }')} } ] }`,
+      'p.yaml',
+      env,
+    );
+    assert.equal(shared.logins.length, 2, 'another named policy may use the same paths');
   });
 });

@@ -210,7 +210,7 @@ rules:
     login: { provider: idp, clientId: web, clientSecret: { env: CLIENT_SECRET }, sessionKeys: { env: KEYS } }
   - name: open
     public: true
-    login: { provider: other, clientId: web, clientSecret: { env: CLIENT_SECRET }, sessionKeys: { env: KEYS }, cookie: { name: b } }
+    login: { provider: other, clientId: web, clientSecret: { env: CLIENT_SECRET }, sessionKeys: { env: KEYS }, cookie: { name: b }, redirectPath: /cb2, logoutPath: /out2 }
 `,
         'p.yaml',
         env,
