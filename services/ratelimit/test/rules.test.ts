@@ -1,4 +1,4 @@
-import { describe, it } from 'mocha';
+import { beforeEach, describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import {
   compileWildcard,
   type Entry,
   type Match,
+  type RuleSet,
 } from '../src/rules.ts';
 import { RulesError } from '../src/errors.ts';
 import { FIXTURES, goodRules } from './helpers.ts';
@@ -124,7 +125,12 @@ describe('ratelimit/rules', () => {
   });
 
   describe('matching (reference TestBasicConfig)', () => {
-    const rules = goodRules(['basic_config.yaml']);
+    // Built per test, not while the file loads: rules.ts code run at load makes each of its mutants
+    // restart Stryker's worker (issue 13).
+    let rules: RuleSet;
+    beforeEach(() => {
+      rules = goodRules(['basic_config.yaml']);
+    });
     it('unknown domain and empty descriptors give no limit', () => {
       assert.equal(matchDescriptor(rules, 'foo_domain', [], undefined), 'domain_not_found');
       assert.equal(matchDescriptor(rules, 'test-domain', [], undefined), undefined);
@@ -208,7 +214,12 @@ describe('ratelimit/rules', () => {
   });
 
   describe('wildcards', () => {
-    const rules = goodRules(['wildcard.yaml']);
+    // Built per test, not while the file loads: rules.ts code run at load makes each of its mutants
+    // restart Stryker's worker (issue 13).
+    let rules: RuleSet;
+    beforeEach(() => {
+      rules = goodRules(['wildcard.yaml']);
+    });
     const rpu = (...kv: string[]): number | undefined =>
       m(matchDescriptor(rules, 'wildcard', e(...kv), undefined))?.rule.limits[0]?.requestsPerUnit;
     it('trailing, middle and multiple stars (reference wildcard.yaml)', () => {
