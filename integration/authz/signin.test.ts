@@ -339,14 +339,20 @@ for (const mode of ['grpc', 'http'] as const) {
       await ctx.close();
     });
 
-    it('logs out: clears the session and signs out at the IdP (RP-initiated logout)', async function () {
+    it('logs out by a same-origin POST (a GET gets its form): clears the session and signs out at the IdP (RP-initiated logout)', async function () {
       this.timeout(30_000);
       const { ctx, page } = await newContext();
       await signIn(page, '/app/l');
-      await page.goto(`${base}/oauth2/logout`);
+      // A GET (a link, or a cross-site <img>) does not log out: it gets a page whose button POSTs.
+      const page405 = await page.goto(`${base}/oauth2/logout`);
+      assert.equal(page405?.status(), 405);
+      assert.ok(await sessionCookie(ctx), 'a GET leaves the session alone');
+      await Promise.all([
+        page.waitForURL((u) => u.toString().startsWith(idp.issuer)),
+        page.click('button[type="submit"]'),
+      ]);
       // oidc-provider asks to confirm the logout.
       await page.waitForSelector('button[autofocus], button[type="submit"]');
-      assert.ok(page.url().startsWith(idp.issuer));
       await Promise.all([
         page.waitForURL(`${base}/public/bye`),
         page.click('button[autofocus], button[type="submit"]'),

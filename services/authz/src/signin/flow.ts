@@ -141,6 +141,32 @@ function oneCookieForHttp(req: SigninRequest, a: SigninAnswer): SigninAnswer {
   return { ...a, headers };
 }
 
+const HTML_ESCAPES: Readonly<Record<string, string>> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+};
+
+/** The answer to a logout path asked with another method than POST: 405 and a page that POSTs. */
+function logoutPage(logoutPath: string): SigninAnswer {
+  const action = logoutPath.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
+  return {
+    status: 405,
+    headers: [
+      ['allow', 'POST'],
+      ['content-type', 'text/html; charset=utf-8'],
+      ['cache-control', 'no-store'],
+    ],
+    body:
+      '<!doctype html><html><head><meta charset="utf-8"><title>Sign out</title></head><body>' +
+      `<form method="post" action="${action}"><button type="submit">Sign out</button></form>` +
+      '</body></html>',
+    reason: 'logout',
+  };
+}
+
 /** Maps an oauth4webapi or fetch failure to a failure reason. */
 function failureOf(err: unknown): LoginFailure {
   if (err instanceof oauth.AuthorizationResponseError) return 'idp_error';
@@ -609,10 +635,11 @@ export class Signin {
 
   async #logout(l: LoginSettings, req: SigninRequest): Promise<SigninAnswer> {
     const method = req.method.toUpperCase();
-    // Logging out is a state change: a cross-site page may not do it for the user. Edge Stack's logout
-    // is a POST (its _xsrf form field needs the body, which ext_authz does not send by default: the
-    // same-origin Origin/Referer check stands in for it).
-    if (l.edgeStack !== undefined && method !== 'POST') return this.#failed(l, 'csrf');
+    // Logging out is a state change: a cross-site page (an <img>, a link, a form) may not do it for the
+    // user. Only a POST with a same-origin Origin/Referer (or the csrfHeader) logs out; a GET gets a page
+    // whose button sends that POST. Edge Stack's logout is a POST too (its _xsrf form field needs the
+    // body, which ext_authz does not send by default: the same-origin check stands in for it).
+    if (method !== 'POST') return logoutPage(l.logoutPath);
     if (checkCsrf(method, req.headers, this.#origin(l, req), l.csrfHeader) !== 'ok')
       return this.#failed(l, 'csrf');
     const clear = [this.#cookie(l, l.cookie.name, '', 0), this.#cookie(l, this.#stateName(l), '', 0)];

@@ -203,3 +203,53 @@ policies:
     assert.equal(shared.logins.length, 2, 'another named policy may use the same paths');
   });
 });
+
+describe('signin review: logout only by a same-origin POST (L1)', () => {
+  const policy = parsePolicy(
+    `providers: { idp: { issuer: http://127.0.0.1:1 } }
+login: { provider: idp, clientId: web, clientSecret: { env: SECRET }, sessionKeys: { env: KEYS }, timeout: 2s }
+rules: [ { name: app, jwt: { providers: [idp] } } ]`,
+    'p.yaml',
+    env,
+  );
+  const l = policy.logins[0];
+  const events: SigninEvent[] = [];
+  const signin = new Signin({
+    now: () => Date.now(),
+    logger: createLogger({ service: 'authz', level: 'silent' }),
+    providers: policy.providers,
+    verifyIdToken: () => Promise.reject(new Error('not called')),
+    onEvent: (e) => events.push(e),
+  });
+  const logout = (method: string, headers: Record<string, string>) => {
+    assert.ok(l);
+    return signin.endpoint(
+      l,
+      { ...req('/oauth2/logout', { 'x-forwarded-proto': 'https', ...headers }), method },
+      '/oauth2/logout',
+    );
+  };
+  const clears = (a: { headers: ReadonlyArray<readonly [string, string]> }) =>
+    a.headers.some(([k, v]) => k === 'set-cookie' && v.startsWith('authz_session=;'));
+
+  it('answers a cross-site GET (an <img>, a link) 405 with a same-origin form, and clears nothing', async () => {
+    const get = await logout('GET', { referer: 'https://evil.example/' });
+    assert.equal(get.status, 405);
+    assert.equal(clears(get), false);
+    assert.ok(get.headers.some(([k, v]) => k === 'allow' && v === 'POST'));
+    assert.match(get.body, /<form method="post" action="\/oauth2\/logout"><button type="submit">/);
+    assert.equal((await logout('DELETE', { origin: 'https://app.example' })).status, 405);
+    assert.deepEqual(events, []);
+  });
+
+  it('refuses a POST that is cross-site or names no origin; logs out on a same-origin POST', async () => {
+    const cross = await logout('POST', { origin: 'https://evil.example' });
+    assert.equal(cross.status, 403);
+    assert.equal(clears(cross), false);
+    assert.equal((await logout('POST', {})).status, 403);
+    const ok = await logout('POST', { origin: 'https://app.example' });
+    assert.equal(ok.status, 302);
+    assert.ok(clears(ok));
+    assert.ok(events.some((e) => e.kind === 'logout'));
+  });
+});
