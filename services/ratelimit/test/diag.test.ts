@@ -1,4 +1,4 @@
-import { describe, it } from 'mocha';
+import { beforeEach, describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import Fastify from 'fastify';
 import { HealthState } from '@extsvc/common/health';
@@ -13,13 +13,17 @@ import {
 } from '../src/diag.ts';
 import type { CoreSettings } from '../src/limiter.ts';
 import { plan } from '../src/limiter.ts';
-import { buildRuleSet } from '../src/rules.ts';
+import { buildRuleSet, type RuleSet } from '../src/rules.ts';
 
-const RULES = buildRuleSet(
-  [
-    {
-      name: 'unit.yaml',
-      content: `domain: unit
+// Built per test, not while the file loads: rules.ts code run at load makes each of its mutants restart
+// Stryker's worker (issue 13).
+let RULES: RuleSet;
+const buildRules = (): RuleSet =>
+  buildRuleSet(
+    [
+      {
+        name: 'unit.yaml',
+        content: `domain: unit
 descriptors:
   - key: key1
     value: value1
@@ -34,10 +38,10 @@ descriptors:
   - key: free
     rate_limit: {unlimited: true}
 `,
-    },
-  ],
-  { mergeDomains: false },
-);
+      },
+    ],
+    { mergeDomains: false },
+  );
 
 const SETTINGS: CoreSettings = {
   cacheKeyPrefix: 'u:',
@@ -84,6 +88,9 @@ async function hit(
 }
 
 describe('ratelimit/diag', () => {
+  beforeEach(() => {
+    RULES = buildRules();
+  });
   it('hides Redis credentials', () => {
     assert.equal(safeRedisUrl('redis://user:pw@10.0.0.1:6379/0'), 'redis://(redacted)@10.0.0.1:6379/0');
     assert.equal(safeRedisUrl('redis://10.0.0.1:6379'), 'redis://10.0.0.1:6379');

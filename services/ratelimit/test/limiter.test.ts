@@ -1,4 +1,4 @@
-import { describe, it } from 'mocha';
+import { beforeEach, describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import {
   assemble,
@@ -13,7 +13,11 @@ import { ServiceError } from '../src/errors.ts';
 import type { RuleSet } from '../src/rules.ts';
 import { goodRules, settings } from './helpers.ts';
 
-const rules = goodRules(['basic_config.yaml', 'replaces.yaml', 'modes.yaml', 'wildcard.yaml']);
+// Built per test, not while the file loads: rules.ts code run at load makes each of its mutants restart
+// Stryker's worker (issue 13).
+const buildRules = (): RuleSet =>
+  goodRules(['basic_config.yaml', 'replaces.yaml', 'modes.yaml', 'wildcard.yaml']);
+let rules: RuleSet;
 const req = (domain: string, ...descs: Array<Array<[string, string]>>): CoreRequest => ({
   domain,
   hitsAddend: 0,
@@ -35,6 +39,9 @@ async function decide(
 }
 
 describe('ratelimit/limiter', () => {
+  beforeEach(() => {
+    rules = buildRules();
+  });
   let clock = 1_000_000_000;
   const store = (): MemoryStore => new MemoryStore({ now: () => clock, sweepMs: 60_000 });
 
@@ -345,6 +352,9 @@ describe('ratelimit/limiter', () => {
 });
 
 describe('ratelimit/limiter request bounds', () => {
+  beforeEach(() => {
+    rules = buildRules();
+  });
   const limits = { maxDescriptors: 2, maxEntries: 2, maxValueLength: 8, maxHitsAddend: 100 };
   const refused = (r: CoreRequest): void =>
     assert.throws(

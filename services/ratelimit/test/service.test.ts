@@ -1,4 +1,4 @@
-import { describe, it } from 'mocha';
+import { beforeEach, describe, it } from 'mocha';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createLogger } from '@extsvc/common/logger';
@@ -6,10 +6,14 @@ import { MemoryStore, OverLimitCache, type CounterStore } from '../src/counter-s
 import { StoreError } from '../src/errors.ts';
 import type { CoreRequest, CounterOp } from '../src/limiter.ts';
 import { Metrics } from '../src/metrics.ts';
+import type { RuleSet } from '../src/rules.ts';
 import { RateLimitService } from '../src/service.ts';
 import { goodRules, settings } from './helpers.ts';
 
-const rules = goodRules(['basic_config.yaml', 'modes.yaml']);
+// Built per test, not while the file loads: rules.ts code run at load makes each of its mutants restart
+// Stryker's worker (issue 13).
+const buildRules = (): RuleSet => goodRules(['basic_config.yaml', 'modes.yaml']);
+let rules: RuleSet;
 const logger = createLogger({ service: 'test', level: 'silent' });
 const req = (domain: string, key: string, value: string): CoreRequest => ({
   domain,
@@ -62,6 +66,9 @@ function make(opts: { failOpen?: boolean; cache?: number; stop?: boolean } = {})
 }
 
 describe('ratelimit/service', () => {
+  beforeEach(() => {
+    rules = buildRules();
+  });
   it('answers from the local over-limit cache without calling the store until the window ends', async () => {
     const { svc, store, registry, advance } = make();
     await svc.shouldRateLimit(req('test-domain', 'key3', 'a'));
