@@ -378,7 +378,11 @@ describe('acme issuer: planning branches', () => {
     const none = (n: string, secret: string): string =>
       `apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata: {name: ${n}}\nspec: {hostname: ${n}.example.com, tlsSecret: {name: ${secret}}}\n`;
     await issuer.setHosts(
-      parse([none('g', 'gone'), none('l', 'locked'), none('k', 'ok'), none('x', 'other/s')].join('---\n')),
+      parse(
+        [none('g', 'gone'), none('l', 'locked'), none('k', 'ok'), none('x', 'gone, namespace: other')].join(
+          '---\n',
+        ),
+      ),
     );
     const by = new Map(issuer.statuses().map((s) => [s.key, s]));
     assert.equal(by.get('default/g')?.state, 'Error');
@@ -386,7 +390,9 @@ describe('acme issuer: planning branches', () => {
     assert.equal(by.get('default/l')?.errorReason, 'tlsSecret default/locked cannot be read: forbidden');
     assert.equal(by.get('default/k')?.state, 'Ready');
     assert.equal(by.get('default/k')?.tlsCertificateSource, 'Other');
-    assert.ok(!probed.some((p) => !p.startsWith('default/')), probed.join(','));
+    assert.equal(by.get('default/x')?.state, 'Ready', "another namespace's Secret is Emissary's to serve");
+    assert.equal(by.get('default/x')?.tlsSecret, 'other/gone');
+    assert.deepEqual(probed.sort(), ['default/gone', 'default/locked', 'default/ok']);
     await issuer.close();
   });
 });
