@@ -33,7 +33,7 @@ import {
   formatDuration,
   renewalTime,
 } from './renewal.ts';
-import type { AccountStore, CertificateStore, ChallengeStore } from './stores.ts';
+import type { AccountStore, CertificateStore, ChallengeStore, FailureRecord } from './stores.ts';
 
 /** Emissary Host status states. */
 export type HostState = 'Initial' | 'Pending' | 'Ready' | 'Error';
@@ -342,18 +342,23 @@ export class Issuer {
     // A restart keeps the backoff (a crash loop must not turn into an order loop at the CA).
     const failure = await certs.readFailure?.(g.secret).catch(() => undefined);
     if (failure && failure.names.join(',') === g.names.join(',') && rt.state !== 'Ready') {
-      rt.failures = failure.failures;
-      rt.error = {
-        reason: failure.reason,
-        at: failure.at,
-        backoffMs: failure.backoffMs,
-        code: failure.code as AcmeErrorCode,
-      };
-      rt.nextAttemptAt = failure.at + failure.backoffMs;
-      rt.state = 'Error';
+      this.#adoptFailure(rt, failure);
       rt.phasePending = 'ACMECertificateChallenge';
     }
     rt.loaded = true;
+  }
+
+  /** Takes a stored failure record (ours before a restart, or another instance's) as the group's Error and backoff. */
+  #adoptFailure(rt: GroupRuntime, failure: FailureRecord): void {
+    rt.failures = failure.failures;
+    rt.error = {
+      reason: failure.reason,
+      at: failure.at,
+      backoffMs: failure.backoffMs,
+      code: failure.code as AcmeErrorCode,
+    };
+    rt.nextAttemptAt = failure.at + failure.backoffMs;
+    rt.state = 'Error';
   }
 
   #setCert(rt: GroupRuntime, cert: CertificateInfo & { temporary: boolean }): void {
@@ -763,15 +768,7 @@ export class Issuer {
       failure.at + failure.backoffMs > now
     ) {
       await release();
-      rt.failures = failure.failures;
-      rt.error = {
-        reason: failure.reason,
-        at: failure.at,
-        backoffMs: failure.backoffMs,
-        code: failure.code as AcmeErrorCode,
-      };
-      rt.nextAttemptAt = failure.at + failure.backoffMs;
-      rt.state = 'Error';
+      this.#adoptFailure(rt, failure);
       this.#phase(rt, rt.phaseCompleted, 'ACMECertificateChallenge');
       return true;
     }
