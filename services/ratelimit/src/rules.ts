@@ -105,10 +105,44 @@ const UNITS: Readonly<Record<string, Unit>> = {
 };
 
 type Plain = string | number | boolean | null | Plain[] | PlainMap;
+/**
+ * How the keys of a map are read: `config` keys must be strings; the map right under `metadata`
+ * decodes into the reference's `map[string]interface{}` (a scalar key keeps its source text, null is
+ * ''); deeper maps are `map[interface{}]interface{}` turned into strings with `%v`.
+ */
+type KeyMode = 'config' | 'metadata' | 'free';
 /** A YAML mapping with its keys in document order, keys already checked to be strings. */
 interface PlainMap {
   readonly kind: 'map';
   readonly entries: Map<string, { node: YamlNode | null; value: Plain }>;
+}
+
+/**
+ * The tag and the value text yaml.v2 shows in a type error: the explicit or resolved tag; for a scalar
+ * its source text, cut to 7 bytes and `...` when longer than 10 bytes.
+ */
+function typeErrorText(node: YamlNode | null, value: Plain): string {
+  const explicit = node?.tag?.startsWith('tag:yaml.org,2002:')
+    ? node.tag.slice('tag:yaml.org,2002:'.length)
+    : '';
+  const resolved = Array.isArray(value)
+    ? 'seq'
+    : typeof value === 'object' && value !== null
+      ? 'map'
+      : isScalar(node) && node.value instanceof Date
+        ? 'timestamp'
+        : typeof value === 'number'
+          ? Number.isInteger(value)
+            ? 'int'
+            : 'float'
+          : typeof value === 'boolean'
+            ? 'bool'
+            : 'str';
+  const tag = explicit || resolved;
+  if (tag === 'seq' || tag === 'map') return `!!${tag}`;
+  const text = isScalar(node) && node.source !== undefined ? node.source : goFormat(value);
+  const bytes = Buffer.from(text);
+  return `!!${tag} \`${bytes.length > 10 ? `${bytes.subarray(0, 7).toString()}...` : text}\``;
 }
 
 /** Formats a scalar like Go's `%v` would for the value yaml.v2 decodes. */
@@ -167,7 +201,7 @@ function parseFile(file: RulesFile): PlainMap {
     throw new RulesError(file.name, msg);
   };
   const resolve = (n: unknown): unknown => (isAlias(n) ? n.resolve(doc) : n);
-  const convert = (raw: unknown, freeForm: boolean): Plain => {
+  const convert = (raw: unknown, mode: KeyMode): Plain => {
     const n = resolve(raw);
     if (n === null || n === undefined) return null;
     if (isScalar(n)) {
@@ -177,22 +211,23 @@ function parseFile(file: RulesFile): PlainMap {
       // timestamps and other YAML 1.1 types: keep the source text, as yaml.v2 does for string targets
       return n.source ?? '';
     }
-    if (isSeq(n)) return n.items.map((i) => convert(i, freeForm));
+    if (isSeq(n)) return n.items.map((i) => convert(i, mode === 'config' ? 'config' : 'free'));
     if (isMap(n)) {
       const entries = new Map<string, { node: YamlNode | null; value: Plain }>();
       for (const pair of n.items) {
         const k = resolve(pair.key);
         const kv = isScalar(k) ? k.value : k;
-        if (typeof kv !== 'string') {
-          if (freeForm) continue;
-          fail(`config error, key is not of type string: ${goFormat(kv)}`);
-        }
-        const key = kv as string;
-        if (!freeForm && !VALID_KEYS.has(key)) fail(`config error, unknown key '${key}'`);
+        let key: string;
+        if (typeof kv === 'string') key = kv;
+        else if (mode === 'config') key = fail(`config error, key is not of type string: ${goFormat(kv)}`);
+        else if (k !== null && k !== undefined && !isScalar(k)) continue;
+        else if (mode === 'metadata') key = isScalar(k) && kv !== null ? (k.source ?? '') : '';
+        else key = kv instanceof Date && isScalar(k) ? (k.source ?? '') : goFormat(kv);
+        if (mode === 'config' && !VALID_KEYS.has(key)) fail(`config error, unknown key '${key}'`);
         const valueNode = resolve(pair.value) as YamlNode | null;
-        const childFree = freeForm || key === 'metadata';
-        const value = convert(valueNode, childFree);
-        if (!childFree) {
+        const childMode: KeyMode = mode !== 'config' ? 'free' : key === 'metadata' ? 'metadata' : 'config';
+        const value = convert(valueNode, childMode);
+        if (childMode === 'config') {
           if (Array.isArray(value)) {
             for (const e of value)
               if (e === null || typeof e !== 'object' || Array.isArray(e))
@@ -207,18 +242,18 @@ function parseFile(file: RulesFile): PlainMap {
     }
     return null;
   };
-  const root = convert(doc.contents, false);
+  const root = convert(doc.contents, 'config');
   if (root === null) return { kind: 'map', entries: new Map() };
   if (typeof root !== 'object' || Array.isArray(root))
     fail(
-      `error loading config file: yaml: unmarshal errors:\n  line 1: cannot unmarshal !!${Array.isArray(root) ? 'seq' : 'str'} into map[interface {}]interface {}`,
+      `error loading config file: yaml: unmarshal errors:\n  line ${lineOf(doc, doc.contents, file.content)}: cannot unmarshal ${typeErrorText(doc.contents, root)} into map[interface {}]interface {}`,
     );
   // Second pass: the typed decode (yaml.v2 into the reference's structs) and its type errors.
   checkTypes(file, doc, root as PlainMap);
   return root as PlainMap;
 }
 
-type FieldType = 'string' | 'uint32' | 'bool' | 'map' | 'list' | 'any';
+type FieldType = 'string' | 'uint32' | 'bool' | 'map' | 'list' | 'metadata' | 'any';
 const FIELD_TYPES: Readonly<Record<string, FieldType>> = {
   domain: 'string',
   key: 'string',
@@ -234,7 +269,7 @@ const FIELD_TYPES: Readonly<Record<string, FieldType>> = {
   value_to_metric: 'bool',
   share_threshold: 'bool',
   rate_limit: 'map',
-  metadata: 'any',
+  metadata: 'metadata',
   descriptors: 'list',
   replaces: 'list',
   rate_limits: 'list',
@@ -242,28 +277,12 @@ const FIELD_TYPES: Readonly<Record<string, FieldType>> = {
 
 function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
   const errors: string[] = [];
-  const tagOf = (v: Plain): string =>
-    v === null
-      ? 'null'
-      : Array.isArray(v)
-        ? 'seq'
-        : typeof v === 'object'
-          ? 'map'
-          : typeof v === 'number'
-            ? Number.isInteger(v)
-              ? 'int'
-              : 'float'
-            : typeof v === 'boolean'
-              ? 'bool'
-              : 'str';
   const visit = (m: PlainMap): void => {
     for (const [key, { node, value }] of m.entries) {
       const t = FIELD_TYPES[key] ?? 'any';
       const line = lineOf(doc, node, file.content);
       const bad = (goType: string): void => {
-        const tag = tagOf(value);
-        const shown = tag === 'seq' || tag === 'map' ? '' : ` \`${goFormat(value)}\``;
-        errors.push(`  line ${line}: cannot unmarshal !!${tag}${shown} into ${goType}`);
+        errors.push(`  line ${line}: cannot unmarshal ${typeErrorText(node, value)} into ${goType}`);
       };
       if (value === null) continue;
       switch (t) {
@@ -280,6 +299,9 @@ function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
         case 'map':
           if (typeof value !== 'object' || Array.isArray(value)) bad('config.YamlRateLimit');
           else visit(value);
+          break;
+        case 'metadata':
+          if (typeof value !== 'object' || Array.isArray(value)) bad('map[string]interface {}');
           break;
         case 'list':
           if (!Array.isArray(value))
@@ -453,7 +475,10 @@ function loadDescriptors(
         detailedMetric: bool(d, 'detailed_metric'),
         statKey: path,
         metadata:
-          metadata && metadata.value && typeof metadata.value === 'object' && !Array.isArray(metadata.value)
+          metadata?.value &&
+          typeof metadata.value === 'object' &&
+          !Array.isArray(metadata.value) &&
+          metadata.value.entries.size > 0
             ? (toJs(metadata.value) as Record<string, unknown>)
             : undefined,
       };
@@ -581,6 +606,7 @@ export function matchDescriptor(
   let result: Rule | undefined;
   const keyValues = entries.map((e) => e.value);
   const metricParts: string[] = [domain];
+  let shared = false;
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i] as Entry;
     const full = `${e.key}_${e.value}`;
@@ -606,6 +632,7 @@ export function matchDescriptor(
       if (how === 'wildcard') {
         if (next.shareThreshold) {
           keyValues[i] = pattern;
+          shared = true;
           metricParts.push(`${e.key}_${pattern}`);
         } else metricParts.push(next.valueToMetric ? withValue : `${e.key}_${pattern}`);
       } else if (how === 'exact') metricParts.push(withValue);
@@ -618,7 +645,17 @@ export function matchDescriptor(
   if (!result) return undefined;
   let statKey = metricParts.join('.');
   if (result.detailedMetric) {
-    statKey = domain + '.' + entries.map((e, i) => `${e.key}_${keyValues[i] ?? e.value}`).join('.');
+    // As the reference: `k_v` per entry, even for an empty value, unless a share_threshold pattern
+    // stands in for some entry; then an entry with an empty value is `k`.
+    statKey =
+      domain +
+      '.' +
+      entries
+        .map((e, i) => {
+          const v = keyValues[i] ?? e.value;
+          return shared && v === '' ? e.key : `${e.key}_${v}`;
+        })
+        .join('.');
   }
   return { rule: result, statKey, keyValues, override: false };
 }

@@ -157,6 +157,26 @@ describe('ratelimit/rules: meaning of a rule set', () => {
       assert.deepEqual(Object.keys(rule?.metadata ?? {}), ['z', 'a', 'm']);
       assert.equal(ruleOf('rate_limit: {unit: second}', 'metadata: ~')?.metadata, undefined);
     });
+    it('metadata keys that YAML 1.1 does not read as strings are kept, named as the reference names them', () => {
+      // Right under `metadata` the reference decodes into map[string]interface{} (a key keeps its
+      // source text, null is ''); deeper maps are printed with %v. Checked against yaml.v2 v2.4.0.
+      const rule = ruleOf(
+        'rate_limit: {unit: second}',
+        'metadata: {n: -2, 0x10: c, ~: b, 1: a, on: x, deep: {n: 1, 0x10: 2, ~: 3, 1.50: 4}, tags: [{y: 5}, [y]]}',
+      );
+      assert.deepEqual(rule?.metadata, {
+        n: -2,
+        '0x10': 'c',
+        '': 'b',
+        '1': 'a',
+        on: 'x',
+        deep: { false: 1, '16': 2, '<nil>': 3, '1.5': 4 },
+        tags: [{ true: 5 }, [true]],
+      });
+    });
+    it('empty metadata is no metadata (the reference keeps nil for an empty map)', () => {
+      assert.equal(ruleOf('rate_limit: {unit: second}', 'metadata: {}')?.metadata, undefined);
+    });
     it('value_to_metric and share_threshold are node flags, off by default', () => {
       const rules = load(
         'domain: d\ndescriptors:\n  - key: a\n    value_to_metric: true\n  - key: b\n    value: "x*"\n    share_threshold: true\n  - key: c\n',
@@ -344,6 +364,11 @@ describe('ratelimit/rules: meaning of a rule set', () => {
       const rules = load(tree);
       assert.equal(match(rules, 'det', 'a', 'sub', 'b')?.statKey, 'd.det_a.sub_b');
       assert.equal(match(rules, 'dshare', 's9', 'sub', 'b')?.statKey, 'd.dshare_s*.sub_b');
+    });
+    it('detailed_metric with an empty value: k_ as the reference, but k when a share_threshold pattern is in the key', () => {
+      const rules = load(tree);
+      assert.equal(match(rules, 'det', '', 'sub', '')?.statKey, 'd.det_.sub_');
+      assert.equal(match(rules, 'dshare', 's9', 'sub', '')?.statKey, 'd.dshare_s*.sub');
     });
   });
 

@@ -203,6 +203,58 @@ describe('ratelimit/rules: configuration errors', () => {
     });
   });
 
+  describe('type error text as yaml.v2 shows it (checked against v2.4.0)', () => {
+    const unmarshal = (...lines: string[]): string =>
+      `error loading config file: yaml: unmarshal errors:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+    it('a scalar is shown by its source text and resolved tag, not its decoded value', () => {
+      fails(
+        one(
+          'detailed_metric: 0x10',
+          'rate_limit: {unit: second, requests_per_unit: y}',
+          'value_to_metric: 2001-12-14',
+        ),
+        unmarshal(
+          'line 4: cannot unmarshal !!int `0x10` into bool',
+          'line 5: cannot unmarshal !!bool `y` into uint32',
+          'line 6: cannot unmarshal !!timestamp `2001-12-14` into bool',
+        ),
+      );
+    });
+    it('an explicit tag is the one shown', () => {
+      fails(one('quota_mode: !!str 7'), unmarshal('line 4: cannot unmarshal !!str `7` into bool'));
+    });
+    it('a value longer than 10 bytes is cut to 7 bytes and `...`', () => {
+      fails(
+        one(
+          'shadow_mode: abcdefghijk',
+          'quota_mode: abcdefghij',
+          'rate_limit: {unit: second, requests_per_unit: abcdéfghijk}',
+        ),
+        unmarshal(
+          'line 4: cannot unmarshal !!str `abcdefg...` into bool',
+          'line 5: cannot unmarshal !!str `abcdefghij` into bool',
+          'line 6: cannot unmarshal !!str `abcdéf...` into uint32',
+        ),
+      );
+    });
+    it('a root that is a scalar names its tag, text and line', () => {
+      const root = (line: number, shown: string): string =>
+        `error loading config file: yaml: unmarshal errors:\n  line ${line}: cannot unmarshal ${shown} into map[interface {}]interface {}`;
+      fails('abc\n', root(1, '!!str `abc`'));
+      fails('5\n', root(1, '!!int `5`'));
+      fails('# c\n\nabcdefghijklmno\n', root(3, '!!str `abcdefg...`'));
+    });
+    it('metadata must be a map (the reference decodes it into map[string]interface{})', () => {
+      fails(
+        'domain: d\ndescriptors:\n  - key: k\n    metadata: abc\n  - key: j\n    metadata: [a]\n',
+        unmarshal(
+          'line 4: cannot unmarshal !!str `abc` into map[string]interface {}',
+          'line 6: cannot unmarshal !!seq into map[string]interface {}',
+        ),
+      );
+    });
+  });
+
   describe('file-level errors', () => {
     it('an empty file or a file of comments has no domain', () => {
       fails('', 'config file cannot have empty domain');
