@@ -1,6 +1,7 @@
 // Idle memory of each service: starts authz, ratelimit and acme with their embedded defaults (loopback
 // ports, no Redis, no Kubernetes), waits for /readyz, lets RSS settle and prints VmRSS, the V8 heap and
-// what the process loaded. Variants: the Dockerfile's node flags, with and without a warm
+// what the process loaded. RSS is VmRSS = RssAnon (heap, malloc: what the cgroup counts as `anon`) +
+// RssFile (pages of the node binary and libraries, shared with every other node process). Variants: the Dockerfile's node flags, with and without a warm
 // NODE_COMPILE_CACHE (the cache the images fill at build time).
 // Usage: node bench/idle-rss.ts [--rounds 3] [--only authz] ['--node-flags=--max-semi-space-size=8']
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -114,8 +115,10 @@ async function measure(svc: Service, variant: string, env: NodeJS.ProcessEnv): P
       Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN) / 1048576;
     const heap = `${gauge('nodejs_heap_size_used_bytes').toFixed(1)} / ${gauge('nodejs_heap_size_total_bytes').toFixed(1)}`;
     const rss = kib(p.pid!, 'VmRSS') / 1024;
+    const anon = kib(p.pid!, 'RssAnon') / 1024;
+    const file = kib(p.pid!, 'RssFile') / 1024;
     const hwm = kib(p.pid!, 'VmHWM') / 1024;
-    return `| ${svc.name} | ${variant} | ${flags.join(' ') || '-'} | ${rss.toFixed(1)} | ${hwm.toFixed(1)} | ${heap} |`;
+    return `| ${svc.name} | ${variant} | ${flags.join(' ') || '-'} | ${rss.toFixed(1)} | ${anon.toFixed(1)} | ${file.toFixed(1)} | ${hwm.toFixed(1)} | ${heap} |`;
   } finally {
     p.kill('SIGTERM');
     await new Promise((r) => p.once('exit', r));
@@ -136,7 +139,8 @@ try {
   }
   process.stdout.write(
     `${new Date().toISOString()} node ${process.version}; load average: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n\n` +
-      '| service | variant | node flags | idle RSS MiB | peak RSS MiB | V8 heap used / total MiB |\n|---|---|---|---:|---:|---:|\n' +
+      '| service | variant | node flags | idle RSS MiB | anonymous MiB | file-backed MiB | peak RSS MiB | V8 heap used / total MiB |\n' +
+      '|---|---|---|---:|---:|---:|---:|---:|\n' +
       lines.sort().join('\n') +
       '\n',
   );

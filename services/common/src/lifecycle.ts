@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { ConfigError, errorMessage } from './errors.ts';
+import { compactAfterStart } from './memory.ts';
 
 /** Something that can be closed; close() must be idempotent. */
 export interface Closable {
@@ -20,12 +21,14 @@ export interface ProcessLike {
 /**
  * Runs a service's composition root: `boot` parses configuration and starts the service. A
  * ConfigError exits 2 with one line on stderr; the first SIGTERM/SIGINT closes the service and exits
- * 0; a second exits 130; an unhandled rejection is logged and exits 1.
+ * 0; a second exits 130; an unhandled rejection is logged and exits 1. Once started, `afterStart`
+ * runs on the next turn of the event loop (by default one heap compaction: memory.ts).
  */
 export function runMain(
   service: string,
   boot: () => Promise<{ logger: Logger; service: Closable } | 'help'>,
   proc: ProcessLike = process,
+  afterStart: (logger: Logger) => void = compactAfterStart,
 ): void {
   let logger: Logger | undefined;
   const fatal = (kind: string) => (err: unknown) => {
@@ -65,6 +68,7 @@ export function runMain(
       };
       proc.on('SIGTERM', onSignal);
       proc.on('SIGINT', onSignal);
+      setImmediate(() => afterStart(started.logger));
     },
     (err: unknown) => {
       if (err instanceof ConfigError) {

@@ -53,6 +53,7 @@ describe('common/lifecycle', () => {
         },
       }),
       proc,
+      () => undefined,
     );
     await tick();
     proc.emit('SIGTERM');
@@ -65,6 +66,26 @@ describe('common/lifecycle', () => {
     await tick();
     await tick();
     assert.deepEqual(proc.exits, [130, 0]);
+  });
+
+  it('runs afterStart once the service started, with its logger, and not for --help', async () => {
+    const logger = quietLogger();
+    const calls: unknown[] = [];
+    runMain(
+      'svc',
+      async () => ({ logger, service: { close: async () => undefined } }),
+      new FakeProcess(),
+      (l) => calls.push(l),
+    );
+    runMain(
+      'svc',
+      async () => 'help',
+      new FakeProcess(),
+      (l) => calls.push(l),
+    );
+    await tick();
+    await tick();
+    assert.deepEqual(calls, [logger]);
   });
 
   it('an unhandled rejection is fatal (exit 1)', async () => {
