@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'mocha';
 import { AcmeError } from '../src/errors.ts';
-import { type ParsedHost, type SecretRef, parseHostsText } from '../src/host.ts';
+import { type ParsedHost, parseHostsText } from '../src/host.ts';
 import { Issuer, type IssuerOptions, SLOW_RETRY_FACTOR, accountId, retryPolicy } from '../src/issuer.ts';
-import { type IssueLock, MemoryChallengeStore, type StoredAccount } from '../src/stores.ts';
+import { MemoryChallengeStore, type StoredAccount } from '../src/stores.ts';
 import {
   FakeCa,
   FakeClock,
+  HookedStore,
   MemoryAccountStore,
-  MemoryCertificateStore,
   settle,
   silentLogger,
+  withExists,
+  withLock,
 } from './fakes.ts';
 
 const DAY = 86_400_000;
@@ -26,45 +28,6 @@ const opts: IssuerOptions = {
   ari: false,
   maxSleepMs: 3_600_000,
 };
-
-/** A store with the optional file-mode hooks (lock, write probe, existence), each scriptable. */
-class HookedStore extends MemoryCertificateStore {
-  probeError: Error | undefined;
-  probes = 0;
-  lockResult: (() => Promise<IssueLock>) | undefined;
-  releases = 0;
-  existsResult: ((s: SecretRef) => Promise<boolean>) | undefined;
-  readError: Error | undefined;
-  writeError: Error | undefined;
-  async probeWrite(_s: SecretRef): Promise<void> {
-    this.probes += 1;
-    if (this.probeError) throw this.probeError;
-  }
-  override async read(s: SecretRef) {
-    if (this.readError) throw this.readError;
-    return super.read(s);
-  }
-  override async write(s: SecretRef, c: Parameters<MemoryCertificateStore['write']>[1]): Promise<void> {
-    if (this.writeError) throw this.writeError;
-    return super.write(s, c);
-  }
-}
-
-function withLock(store: HookedStore): void {
-  Object.assign(store, {
-    lock: (_s: SecretRef, _ttl: number): Promise<IssueLock> =>
-      store.lockResult
-        ? store.lockResult()
-        : Promise.resolve({ kind: 'held', release: async () => void (store.releases += 1) }),
-  });
-}
-
-function withExists(store: HookedStore): void {
-  Object.assign(store, {
-    exists: (s: SecretRef): Promise<boolean> =>
-      store.existsResult ? store.existsResult(s) : Promise.resolve(true),
-  });
-}
 
 function parse(text: string): ParsedHost[] {
   const r = parseHostsText(text, 'hosts.yaml', {
