@@ -1,4 +1,13 @@
-import { parseDocument, isAlias, isMap, isScalar, isSeq, type Document, type Node as YamlNode } from 'yaml';
+import {
+  parseAllDocuments,
+  parseDocument,
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  type Document,
+  type Node as YamlNode,
+} from 'yaml';
 import { RulesError } from './errors.ts';
 
 /** Rate limit units, as in the RLS v3 `RateLimitResponse.RateLimit.Unit` enum. */
@@ -181,6 +190,7 @@ function yamlErrorText(err: {
     return at(line, 'found unexpected end of stream');
   if (err.code === 'BLOCK_AS_IMPLICIT_KEY') return at(line, 'mapping values are not allowed in this context');
   if (err.code === 'TAB_AS_INDENT') return at(line, 'found a tab character that violates indentation');
+  if (err.code === 'BAD_SCALAR_START') return at(line, 'found character that cannot start any token');
   if (first.startsWith('Flow sequence') || first.startsWith('Flow map'))
     return at(line - 1, 'did not find expected node content');
   if (first.startsWith('Sequence item without') || first.startsWith('All mapping items must start'))
@@ -194,13 +204,22 @@ function yamlErrorText(err: {
  * strings, integers, booleans or null. `metadata` subtrees are free-form.
  */
 function parseFile(file: RulesFile): PlainMap {
-  const doc = parseDocument(file.content, { version: '1.1', uniqueKeys: false, prettyErrors: true });
+  // yaml.v2's Unmarshal reads the first document of a stream and ignores the rest.
+  const options = { version: '1.1', uniqueKeys: false, prettyErrors: true } as const;
+  const doc = parseAllDocuments(file.content, options)[0] ?? parseDocument('', options);
   const first = doc.errors[0];
   if (first) throw new RulesError(file.name, `error loading config file: ${yamlErrorText(first)}`);
   const fail = (msg: string): never => {
     throw new RulesError(file.name, msg);
   };
-  const resolve = (n: unknown): unknown => (isAlias(n) ? n.resolve(doc) : n);
+  const resolve = (n: unknown): unknown => {
+    if (!isAlias(n)) return n;
+    const target = n.resolve(doc);
+    // yaml.v2 refuses an alias whose anchor is not defined before it; it is no null value.
+    if (target === undefined)
+      fail(`error loading config file: yaml: unknown anchor '${n.source}' referenced`);
+    return target;
+  };
   const convert = (raw: unknown, mode: KeyMode): Plain => {
     const n = resolve(raw);
     if (n === null || n === undefined) return null;

@@ -255,6 +255,49 @@ describe('ratelimit/rules: configuration errors', () => {
     });
   });
 
+  describe('YAML streams, anchors and reserved characters as yaml.v2 reads them (checked against v2.4.0)', () => {
+    it('an alias to an anchor not defined before it is an error, not a null value', () => {
+      fails('domain: *x\n', "error loading config file: yaml: unknown anchor 'x' referenced");
+      fails(
+        one('value: *v', 'rate_limit: {unit: second}'),
+        "error loading config file: yaml: unknown anchor 'v' referenced",
+      );
+      fails(
+        one('rate_limit: {unit: *u}') + 'u: &u second\n',
+        "error loading config file: yaml: unknown anchor 'u' referenced",
+      );
+    });
+    it('anchors defined before their aliases are followed', () => {
+      const rules = load(
+        'domain: &d d\ndescriptors:\n  - key: *d\n    rate_limit: &r {unit: minute, requests_per_unit: 4}\n  - key: e\n    rate_limit: *r\n',
+      );
+      const root = rules.domains.get('d');
+      assert.deepEqual(
+        [...(root?.children.values() ?? [])].map((n) => [
+          n.id,
+          n.rule?.limits[0]?.requestsPerUnit,
+          n.rule?.limits[0]?.unit,
+        ]),
+        [
+          ['d', 4, 'MINUTE'],
+          ['e', 4, 'MINUTE'],
+        ],
+      );
+    });
+    it('only the first document of a stream is read', () => {
+      const rules = load('domain: d\n---\ndomain: e\n---\n[\n');
+      assert.deepEqual([...rules.domains.keys()], ['d']);
+      fails('---\n---\ndomain: d\n', 'config file cannot have empty domain');
+    });
+    it('a plain value may not start with a reserved character', () => {
+      fails('@a\n', 'error loading config file: yaml: found character that cannot start any token');
+      fails(
+        'domain: d\nx: `a\n',
+        'error loading config file: yaml: line 2: found character that cannot start any token',
+      );
+    });
+  });
+
   describe('file-level errors', () => {
     it('an empty file or a file of comments has no domain', () => {
       fails('', 'config file cannot have empty domain');
