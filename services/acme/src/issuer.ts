@@ -177,6 +177,9 @@ export function accountKeyId(keyPem: string): string {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** A renewal policy that never comes before notAfter: renewalTime with it is the ARI window's pick alone. */
+const WINDOW_ONLY: RenewalPolicy = { fraction: 1, jitter: 0 };
+
 /** A problem that does not fix itself in minutes (an untrusted CA certificate) waits this much longer. */
 export const SLOW_RETRY_FACTOR = 12;
 
@@ -366,14 +369,17 @@ export class Issuer {
     rt.cert = cert;
     if (cert.temporary) delete rt.renewAt;
     else {
-      const byPolicy = renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
       const before = rt.group.renewBeforeMs;
       // renewBefore replaces the lifetime fraction (as cert-manager's; no jitter), unless it is not
-      // shorter than the lifetime; an earlier ARI window still wins.
+      // shorter than the lifetime; an earlier ARI window still wins (the window's pick alone: the
+      // lifetime fraction must not come back through it).
       rt.renewAt =
         before !== undefined && before < cert.notAfter - cert.notBefore
-          ? Math.min(cert.notAfter - before, rt.window ? byPolicy : Number.POSITIVE_INFINITY)
-          : byPolicy;
+          ? Math.min(
+              cert.notAfter - before,
+              rt.window ? renewalTime(cert, WINDOW_ONLY, rt.jitter, rt.window) : Number.POSITIVE_INFINITY,
+            )
+          : renewalTime(cert, this.#opts.renewal, rt.jitter, rt.window);
     }
   }
 
