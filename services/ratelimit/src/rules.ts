@@ -190,7 +190,10 @@ function yamlErrorText(err: {
     return at(line, 'found unexpected end of stream');
   if (err.code === 'BLOCK_AS_IMPLICIT_KEY') return at(line, 'mapping values are not allowed in this context');
   if (err.code === 'TAB_AS_INDENT') return at(line, 'found a tab character that violates indentation');
-  if (err.code === 'BAD_SCALAR_START') return at(line, 'found character that cannot start any token');
+  if (err.code === 'BAD_SCALAR_START' && first.includes('reserved character'))
+    return at(line, 'found character that cannot start any token');
+  if (err.code === 'BAD_SCALAR_START') return at(line - 1, 'did not find expected node content');
+  if (err.code === 'BAD_DQ_ESCAPE') return at(line, 'found unknown escape character');
   if (first.startsWith('Flow sequence') || first.startsWith('Flow map'))
     return at(line - 1, 'did not find expected node content');
   if (first.startsWith('Sequence item without') || first.startsWith('All mapping items must start'))

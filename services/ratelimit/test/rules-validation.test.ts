@@ -289,6 +289,30 @@ describe('ratelimit/rules: configuration errors', () => {
       assert.deepEqual([...rules.domains.keys()], ['d']);
       fails('---\n---\ndomain: d\n', 'config file cannot have empty domain');
     });
+    it('an unknown escape in a double-quoted string', () => {
+      fails('domain: "\\q"\n', 'error loading config file: yaml: found unknown escape character');
+      fails(
+        'domain: d\nx: y\nz: "\\q"\n',
+        'error loading config file: yaml: line 3: found unknown escape character',
+      );
+    });
+    it('a value starting with a flow indicator has no node content (a parser error: the line before)', () => {
+      fails(
+        'domain: d\nx: ,\n',
+        'error loading config file: yaml: line 1: did not find expected node content',
+      );
+      fails(
+        'domain: d\nx: y\nz: ,\n',
+        'error loading config file: yaml: line 2: did not find expected node content',
+      );
+    });
+    it('other syntax errors: the line and the parser message without its position (no yaml.v2 text to copy)', () => {
+      const padding = Array.from({ length: 10 }, (_, i) => `a${i}: 1\n`).join('');
+      fails(
+        `domain: d\n${padding}abcdefghij: &a &b x\n`,
+        'error loading config file: yaml: line 12: A node can have at most one anchor',
+      );
+    });
     it('a plain value may not start with a reserved character', () => {
       fails('@a\n', 'error loading config file: yaml: found character that cannot start any token');
       fails(
