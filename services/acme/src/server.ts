@@ -42,6 +42,11 @@ export interface StartOverrides {
   readonly tracing?: Tracing | undefined;
 }
 
+/** A /readyz detail naming the first five `items` (Hosts, Secrets; never their contents), then a count. */
+function listDetail(what: string, items: readonly string[]): string {
+  return `${what} ${items.slice(0, 5).join(', ')}${items.length > 5 ? ` and ${items.length - 5} more` : ''}`;
+}
+
 /** The Kubernetes-mode modules, imported on demand: @kubernetes/client-node alone is ~55 MiB of RSS (bench/idle-rss.ts). */
 async function kubeModules() {
   const [api, controller] = await Promise.all([import('./kube/api.ts'), import('./kube/controller.ts')]);
@@ -331,9 +336,7 @@ export async function start(
       rt.health.set(
         'certificates',
         missing.length === 0,
-        missing.length === 0
-          ? undefined
-          : `no certificate stored yet for ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`,
+        missing.length === 0 ? undefined : listDetail('no certificate stored yet for', missing),
       );
     };
     rt.health.set('certificates', false, 'Hosts not loaded yet');
@@ -342,6 +345,23 @@ export async function start(
     certificatesStored();
   }
   if (kube) {
+    // Ready only when every managed Host's tlsSecret exists (temporary or real), as every replica
+    // sees it: Emissary drops a Host whose Secret is missing. A Host in Error is named, not waited for.
+    const secretsStored = (): void => {
+      const missing = kube.readiness.missing();
+      const waived = kube.readiness.waived();
+      rt.health.set(
+        'certificates',
+        missing.length === 0,
+        missing.length > 0
+          ? listDetail('waiting for the tlsSecret of', missing)
+          : waived.length > 0
+            ? listDetail('not waited for (Host in Error, see its status):', waived)
+            : undefined,
+      );
+    };
+    kube.readiness.onChange(secretsStored);
+    secretsStored();
     rt.health.set('hosts', kube.synced, kube.synced ? undefined : 'Host informers listing');
     const syncTimer = setInterval(() => {
       if (kube.synced) {

@@ -24,6 +24,7 @@ import {
   statusMatches,
 } from './hosts.ts';
 import { type LeaderElectionOptions, type LeaderElector, startLeaderElection } from './leader.ts';
+import { SecretReadiness, type WantedSecret } from './readiness.ts';
 import { KubeAccountStore, KubeCertificateStore, type SecretStoreHooks } from './secret-store.ts';
 
 /** Options of the Kubernetes mode (validated by config.ts). */
@@ -75,6 +76,8 @@ export interface KubeController {
   statuses(): HostStatus[];
   /** True once the Host informers have listed. */
   readonly synced: boolean;
+  /** Which managed Hosts' tlsSecrets this replica has not seen yet (readiness), kept current. */
+  readonly readiness: Pick<SecretReadiness, 'missing' | 'waived' | 'onChange'>;
   close(): Promise<void>;
 }
 
@@ -99,6 +102,8 @@ export async function startKubeController(
   };
   const challenges = new ConfigMapChallengeStore(apis, opts.ownNamespace, { logger: log });
   let closed = false;
+  /** True once the Host informers have listed. */
+  let synced = false;
   let issuer: Issuer | undefined;
   let certs: KubeCertificateStore | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -134,7 +139,11 @@ export async function startKubeController(
       delay = Math.min(delay * 2, 30_000);
     });
     inf.on('connect', () => (delay = 500));
-    for (const verb of ['add', 'update', 'delete'] as const) inf.on(verb, () => scheduleSync());
+    for (const verb of ['add', 'update', 'delete'] as const)
+      inf.on(verb, () => {
+        scheduleSync();
+        scheduleReadiness();
+      });
     return inf;
   });
   const allHosts = (): HostObject[] => informers.flatMap((i) => [...i.list()]);
@@ -168,6 +177,41 @@ export async function startKubeController(
   };
 
   const parsedManaged = (): ParsedHost[] => managedHosts().map((h) => parseHostObject(h, defaults));
+
+  // --- readiness: every managed Host's tlsSecret exists (on every replica, leader or not) -------
+  // Invalid Hosts, authority none (the user's own Secret) and unmanaged Hosts are not waited for;
+  // neither is a Host in Error (its status says why it has no Secret: waiting could never end).
+  const readiness = new SecretReadiness({
+    exists: (ref) => new KubeCertificateStore(apis).exists(ref),
+    recheckMs: opts.secretCheckIntervalMs,
+    missingRecheckMs: Math.min(1000, opts.secretCheckIntervalMs),
+  });
+  const wantedSecrets = (): WantedSecret[] => {
+    const out: WantedSecret[] = [];
+    for (const h of managedHosts()) {
+      const p = parseHostObject(h, defaults);
+      if (p.kind === 'acme' && p.tlsSecret)
+        out.push({ host: p.key, secret: p.tlsSecret, error: h.status?.['state'] === 'Error' });
+    }
+    return out;
+  };
+  let readinessQueued = false;
+  function scheduleReadiness(): void {
+    if (readinessQueued || closed || !synced) return;
+    readinessQueued = true;
+    later(() => {
+      readinessQueued = false;
+      readiness.setWanted(wantedSecrets());
+      void readiness.check();
+    }, 50);
+  }
+  const readinessLoop = (): void => {
+    if (closed) return;
+    later(
+      () => void readiness.check().then(readinessLoop, readinessLoop),
+      Math.min(1000, opts.secretCheckIntervalMs),
+    );
+  };
   const appliedMappings = new Map<string, string>();
 
   /** Foreign tlsSecrets so far, `namespace/name` -> reason (re-checked every Secret check). */
@@ -435,6 +479,7 @@ export async function startKubeController(
               ...deps.secretHooks,
               onWritten: (ref, temporary) => {
                 deps.secretHooks?.onWritten?.(ref, temporary);
+                readiness.markPresent(ref);
                 if (temporary) void serial('Event', () => temporaryEvents(ref));
               },
             },
@@ -460,11 +505,13 @@ export async function startKubeController(
     deps.logger,
   );
 
-  let synced = false;
   await Promise.all([...informers.map((i) => i.start()), challenges.start()]);
   synced = true;
+  readiness.setWanted(wantedSecrets());
+  void readiness.check();
   scheduleSync();
   secretLoop();
+  readinessLoop();
   log.info(
     { namespaces: opts.namespaces.length ? opts.namespaces : '*', identity: opts.identity },
     'Kubernetes mode started',
@@ -484,6 +531,7 @@ export async function startKubeController(
     get issuer() {
       return issuer;
     },
+    readiness,
     statuses: () => issuer?.statuses() ?? [],
     close: async () => {
       if (closed) return;
