@@ -654,8 +654,15 @@ export class Issuer {
         // The CA lost the account (reset, or the URL belongs to another CA): register once more.
         if (!(err instanceof AcmeError) || err.code !== 'ERR_ACME_ACCOUNT') throw err;
         log.warn({ account: id }, 'account unknown to the CA: registering again');
+        // The account is the step that fails now (README: ERR_ACME_ACCOUNT is pending ACMEUserRegistered).
+        this.#phase(rt, 'ACMEUserPrivateKeyCreated', 'ACMEUserRegistered');
         accountUrl = await register();
-        chainPem = await order(accountUrl);
+        this.#phase(rt, 'ACMEUserRegistered', 'ACMECertificateChallenge');
+        chainPem = await order(accountUrl).catch((again: unknown) => {
+          if (again instanceof AcmeError && again.code === 'ERR_ACME_ACCOUNT')
+            this.#phase(rt, 'ACMEUserPrivateKeyCreated', 'ACMEUserRegistered');
+          throw again;
+        });
       }
       const problem = checkIssuedChain(chainPem, keyPem, g.names, clock.now());
       if (problem !== undefined) throw new AcmeError('ERR_CERT_INVALID', problem);

@@ -166,6 +166,55 @@ describe('acme issuer: one order, step by step', () => {
     }
   });
 
+  describe('an account the CA does not know (ERR_ACME_ACCOUNT): pending ACMEUserRegistered', () => {
+    const unknown = () => ({
+      kind: 'fail' as const,
+      error: new AcmeError('ERR_ACME_ACCOUNT', 'account unknown to the CA: gone'),
+    });
+
+    it('when registering again fails', async () => {
+      const t = testIssuer();
+      t.ca.outcomes.push(unknown());
+      const account = t.ca.account.bind(t.ca);
+      let n = 0;
+      t.ca.account = (a) =>
+        ++n === 1
+          ? account(a)
+          : Promise.reject(new AcmeError('ERR_ACME_UNREACHABLE', 'ACME server error 503'));
+      await t.issuer.setHosts(parseTestHosts(testHost('a')));
+      await t.issuer.idle();
+      const s = t.issuer.statuses()[0];
+      assert.equal(s?.errorCode, 'ERR_ACME_UNREACHABLE');
+      assert.equal(s?.phaseCompleted, 'ACMEUserPrivateKeyCreated');
+      assert.equal(s?.phasePending, 'ACMEUserRegistered');
+      await t.issuer.close();
+    });
+
+    it('when the CA still does not know the new registration', async () => {
+      const t = testIssuer();
+      t.ca.outcomes.push(unknown(), unknown());
+      await t.issuer.setHosts(parseTestHosts(testHost('a')));
+      await t.issuer.idle();
+      const s = t.issuer.statuses()[0];
+      assert.equal(s?.errorCode, 'ERR_ACME_ACCOUNT');
+      assert.equal(s?.phasePending, 'ACMEUserRegistered');
+      assert.equal(t.ca.accounts.length, 2, 'registered again once, not more');
+      await t.issuer.close();
+    });
+
+    it('another error of the order after registering again is pending at the challenge', async () => {
+      const t = testIssuer();
+      t.ca.outcomes.push(unknown(), { kind: 'fail', error: new AcmeError('ERR_ACME_ORDER', 'invalid') });
+      await t.issuer.setHosts(parseTestHosts(testHost('a')));
+      await t.issuer.idle();
+      const s = t.issuer.statuses()[0];
+      assert.equal(s?.errorCode, 'ERR_ACME_ORDER');
+      assert.equal(s?.phaseCompleted, 'ACMEUserRegistered');
+      assert.equal(s?.phasePending, 'ACMECertificateChallenge');
+      await t.issuer.close();
+    });
+  });
+
   describe('the ACME account', () => {
     it('registers with the e-mail and stores the URL with its CA and key id; a Host without e-mail sends none', async () => {
       const t = testIssuer();
