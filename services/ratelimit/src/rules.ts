@@ -122,7 +122,6 @@ type Plain = string | number | boolean | null | Plain[] | PlainMap;
 type KeyMode = 'config' | 'metadata' | 'free';
 /** A YAML mapping with its keys in document order, keys already checked to be strings. */
 interface PlainMap {
-  readonly kind: 'map';
   readonly entries: Map<string, { node: YamlNode | null; value: Plain }>;
 }
 
@@ -159,7 +158,7 @@ function goFormat(v: unknown): string {
   if (v === null || v === undefined) return '<nil>';
   if (Array.isArray(v)) return `[${v.map(goFormat).join(' ')}]`;
   if (typeof v === 'string') return v;
-  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return v.toString();
+  if (typeof v === 'number' || typeof v === 'boolean') return v.toString();
   return 'map[...]';
 }
 
@@ -225,10 +224,8 @@ function parseFile(file: RulesFile): PlainMap {
   };
   const convert = (raw: unknown, mode: KeyMode): Plain => {
     const n = resolve(raw);
-    if (n === null || n === undefined) return null;
     if (isScalar(n)) {
       const v = n.value;
-      if (typeof v === 'bigint') return Number(v);
       if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') return v;
       // timestamps and other YAML 1.1 types: keep the source text, as yaml.v2 does for string targets
       return n.source ?? '';
@@ -260,12 +257,12 @@ function parseFile(file: RulesFile): PlainMap {
         }
         entries.set(key, { node: valueNode, value });
       }
-      return { kind: 'map', entries };
+      return { entries };
     }
     return null;
   };
   const root = convert(doc.contents, 'config');
-  if (root === null) return { kind: 'map', entries: new Map() };
+  if (root === null) return { entries: new Map() };
   if (typeof root !== 'object' || Array.isArray(root))
     fail(
       `error loading config file: yaml: unmarshal errors:\n  line ${lineOf(doc, doc.contents, file.content)}: cannot unmarshal ${typeErrorText(doc.contents, root)} into map[interface {}]interface {}`,
@@ -328,7 +325,8 @@ function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
         case 'list':
           if (!Array.isArray(value))
             bad(key === 'replaces' ? '[]config.yamlReplaces' : '[]config.YamlDescriptor');
-          else for (const e of value) if (e && typeof e === 'object' && !Array.isArray(e)) visit(e);
+          // parseFile has refused any element that is not a map
+          else for (const e of value) visit(e as PlainMap);
           break;
         case 'any':
           break;
@@ -346,10 +344,9 @@ function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
 /** Reads a scalar field as yaml.v2 decodes it into a Go string: scalars keep their source text. */
 function str(m: PlainMap, key: string): string {
   const e = m.entries.get(key);
-  if (!e || e.value === null) return '';
-  const n = e.node;
-  if (n && isScalar(n) && typeof n.value !== 'string' && n.source !== undefined) return n.source;
-  return typeof e.value === 'object' ? '' : String(e.value);
+  if (e === undefined || e.value === null) return '';
+  // checkTypes has refused collections here; a non-string scalar keeps its source text
+  return isScalar(e.node) && typeof e.node.value !== 'string' ? String(e.node.source) : (e.value as string);
 }
 function bool(m: PlainMap, key: string): boolean {
   return m.entries.get(key)?.value === true;
@@ -358,15 +355,12 @@ function uint(m: PlainMap, key: string): number {
   const v = m.entries.get(key)?.value;
   return typeof v === 'number' ? v : 0;
 }
+// sub and list read fields that checkTypes has checked (a map or null; a list of maps or null).
 function sub(m: PlainMap, key: string): PlainMap | undefined {
-  const v = m.entries.get(key)?.value;
-  return v && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+  return (m.entries.get(key)?.value ?? undefined) as PlainMap | undefined;
 }
 function list(m: PlainMap, key: string): PlainMap[] {
-  const v = m.entries.get(key)?.value;
-  return Array.isArray(v)
-    ? (v.filter((e) => e && typeof e === 'object' && !Array.isArray(e)) as PlainMap[])
-    : [];
+  return (m.entries.get(key)?.value ?? []) as PlainMap[];
 }
 function toJs(v: Plain): unknown {
   if (v === null || typeof v !== 'object') return v;
@@ -486,7 +480,8 @@ function loadDescriptors(
           keyTag: `_r${i}`,
         });
       });
-      const metadata = d.entries.get('metadata');
+      // the reference keeps nil for an empty map
+      const metadata = sub(d, 'metadata');
       rule = {
         limits,
         unlimited,
@@ -497,12 +492,7 @@ function loadDescriptors(
         detailedMetric: bool(d, 'detailed_metric'),
         statKey: path,
         metadata:
-          metadata?.value &&
-          typeof metadata.value === 'object' &&
-          !Array.isArray(metadata.value) &&
-          metadata.value.entries.size > 0
-            ? (toJs(metadata.value) as Record<string, unknown>)
-            : undefined,
+          metadata && metadata.entries.size > 0 ? (toJs(metadata) as Record<string, unknown>) : undefined,
       };
     }
     const shareThreshold = bool(d, 'share_threshold');
