@@ -5,7 +5,6 @@ import {
   isMap,
   isScalar,
   isSeq,
-  type Document,
   type Node as YamlNode,
 } from 'yaml';
 import { RulesError } from './errors.ts';
@@ -125,32 +124,37 @@ interface PlainMap {
   readonly entries: Map<string, { node: YamlNode | null; value: Plain }>;
 }
 
+const YAML_TAG = 'tag:yaml.org,2002:';
+
 /**
- * The tag and the value text yaml.v2 shows in a type error: the explicit or resolved tag; for a scalar
- * its source text, cut to 7 bytes and `...` when longer than 10 bytes.
+ * The tag and the value text yaml.v2 shows in a type error: the explicit tag (`!!str`, `!local`) or the
+ * resolved one; for a scalar its source text, cut to 7 bytes and `...` when longer than 10 bytes.
  */
-function typeErrorText(node: YamlNode | null, value: Plain): string {
-  const explicit = node?.tag?.startsWith('tag:yaml.org,2002:')
-    ? node.tag.slice('tag:yaml.org,2002:'.length)
-    : '';
+function typeErrorText(node: YamlNode, value: Plain): string {
+  const explicit =
+    node.tag === undefined
+      ? ''
+      : node.tag.startsWith(YAML_TAG)
+        ? `!!${node.tag.slice(YAML_TAG.length)}`
+        : node.tag;
   const resolved = Array.isArray(value)
-    ? 'seq'
-    : typeof value === 'object' && value !== null
-      ? 'map'
+    ? '!!seq'
+    : typeof value === 'object'
+      ? '!!map'
       : isScalar(node) && node.value instanceof Date
-        ? 'timestamp'
+        ? '!!timestamp'
         : typeof value === 'number'
           ? Number.isInteger(value)
-            ? 'int'
-            : 'float'
+            ? '!!int'
+            : '!!float'
           : typeof value === 'boolean'
-            ? 'bool'
-            : 'str';
+            ? '!!bool'
+            : '!!str';
   const tag = explicit || resolved;
-  if (tag === 'seq' || tag === 'map') return `!!${tag}`;
-  const text = isScalar(node) && node.source !== undefined ? node.source : goFormat(value);
+  if (tag === '!!seq' || tag === '!!map') return tag;
+  const text = isScalar(node) ? String(node.source) : goFormat(value);
   const bytes = Buffer.from(text);
-  return `!!${tag} \`${bytes.length > 10 ? `${bytes.subarray(0, 7).toString()}...` : text}\``;
+  return `${tag} \`${bytes.length > 10 ? `${bytes.subarray(0, 7).toString()}...` : text}\``;
 }
 
 /** Formats a scalar like Go's `%v` would for the value yaml.v2 decodes. */
@@ -162,13 +166,9 @@ function goFormat(v: unknown): string {
   return 'map[...]';
 }
 
-function lineOf(doc: Document, node: YamlNode | null | undefined, src: string): number {
-  const off = node?.range?.[0];
-  if (off === undefined) return 1;
-  void doc;
-  let line = 1;
-  for (let i = 0; i < off && i < src.length; i++) if (src.charCodeAt(i) === 10) line++;
-  return line;
+/** The 1-based line where `node` starts (1 without a node: a key without a value). */
+function lineOf(node: YamlNode | null, src: string): number {
+  return src.slice(0, node?.range?.[0] ?? 0).split('\n').length;
 }
 
 /**
@@ -193,8 +193,8 @@ function yamlErrorText(err: {
     return at(line, 'found character that cannot start any token');
   if (err.code === 'BAD_SCALAR_START') return at(line - 1, 'did not find expected node content');
   if (err.code === 'BAD_DQ_ESCAPE') return at(line, 'found unknown escape character');
-  if (first.startsWith('Flow sequence') || first.startsWith('Flow map'))
-    return at(line - 1, 'did not find expected node content');
+  if (first.startsWith('Flow sequence')) return at(line - 1, 'did not find expected node content');
+  if (first.startsWith('Flow map')) return at(line - 1, "did not find expected ',' or '}'");
   if (first.startsWith('Sequence item without') || first.startsWith('All mapping items must start'))
     return at(line - 1, "did not find expected '-' indicator");
   return `yaml: line ${line}: ${first}`;
@@ -240,8 +240,8 @@ function parseFile(file: RulesFile): PlainMap {
         if (typeof kv === 'string') key = kv;
         else if (mode === 'config') key = fail(`config error, key is not of type string: ${goFormat(kv)}`);
         else if (k !== null && k !== undefined && !isScalar(k)) continue;
-        else if (mode === 'metadata') key = isScalar(k) && kv !== null ? (k.source ?? '') : '';
-        else key = kv instanceof Date && isScalar(k) ? (k.source ?? '') : goFormat(kv);
+        else if (mode === 'metadata') key = isScalar(k) && kv !== null ? String(k.source) : '';
+        else key = kv instanceof Date && isScalar(k) ? String(k.source) : goFormat(kv);
         if (mode === 'config' && !VALID_KEYS.has(key)) fail(`config error, unknown key '${key}'`);
         const valueNode = resolve(pair.value) as YamlNode | null;
         const childMode: KeyMode = mode !== 'config' ? 'free' : key === 'metadata' ? 'metadata' : 'config';
@@ -265,14 +265,14 @@ function parseFile(file: RulesFile): PlainMap {
   if (root === null) return { entries: new Map() };
   if (typeof root !== 'object' || Array.isArray(root))
     fail(
-      `error loading config file: yaml: unmarshal errors:\n  line ${lineOf(doc, doc.contents, file.content)}: cannot unmarshal ${typeErrorText(doc.contents, root)} into map[interface {}]interface {}`,
+      `error loading config file: yaml: unmarshal errors:\n  line ${lineOf(doc.contents, file.content)}: cannot unmarshal ${typeErrorText(doc.contents as YamlNode, root)} into map[interface {}]interface {}`,
     );
   // Second pass: the typed decode (yaml.v2 into the reference's structs) and its type errors.
-  checkTypes(file, doc, root as PlainMap);
+  checkTypes(file, root as PlainMap);
   return root as PlainMap;
 }
 
-type FieldType = 'string' | 'uint32' | 'bool' | 'map' | 'list' | 'metadata' | 'any';
+type FieldType = 'string' | 'uint32' | 'bool' | 'map' | 'list' | 'metadata';
 const FIELD_TYPES: Readonly<Record<string, FieldType>> = {
   domain: 'string',
   key: 'string',
@@ -294,14 +294,16 @@ const FIELD_TYPES: Readonly<Record<string, FieldType>> = {
   rate_limits: 'list',
 };
 
-function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
+function checkTypes(file: RulesFile, root: PlainMap): void {
   const errors: string[] = [];
   const visit = (m: PlainMap): void => {
     for (const [key, { node, value }] of m.entries) {
-      const t = FIELD_TYPES[key] ?? 'any';
-      const line = lineOf(doc, node, file.content);
+      const t = FIELD_TYPES[key] as FieldType; // every valid key has a type
+      const line = lineOf(node, file.content);
       const bad = (goType: string): void => {
-        errors.push(`  line ${line}: cannot unmarshal ${typeErrorText(node, value)} into ${goType}`);
+        errors.push(
+          `  line ${line}: cannot unmarshal ${typeErrorText(node as YamlNode, value)} into ${goType}`,
+        );
       };
       if (value === null) continue;
       switch (t) {
@@ -327,8 +329,6 @@ function checkTypes(file: RulesFile, doc: Document, root: PlainMap): void {
             bad(key === 'replaces' ? '[]config.yamlReplaces' : '[]config.YamlDescriptor');
           // parseFile has refused any element that is not a map
           else for (const e of value) visit(e as PlainMap);
-          break;
-        case 'any':
           break;
       }
     }
@@ -376,8 +376,8 @@ export function compileWildcard(id: string): string[] {
 /** True when `text` matches the `*`-split pattern: literal segments in order, first as prefix, last as suffix. */
 export function wildcardMatch(segments: readonly string[], text: string): boolean {
   if (segments.length === 1) return segments[0] === text;
-  const first = segments[0] ?? '';
-  const last = segments[segments.length - 1] ?? '';
+  const first = segments[0] as string;
+  const last = segments[segments.length - 1] as string;
   if (!text.startsWith(first)) return false;
   if (text.length - first.length < last.length || !text.endsWith(last)) return false;
   let pos = first.length;

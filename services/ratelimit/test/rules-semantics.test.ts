@@ -112,6 +112,15 @@ describe('ratelimit/rules: meaning of a rule set', () => {
       assert.equal(node?.rule?.name, '0x1F');
       assert.deepEqual(node?.rule?.replaces, ['017']);
     });
+    it('a timestamp value keeps its text; escapes in double quotes are decoded', () => {
+      const rules = load(
+        'domain: d\ndescriptors:\n  - key: day\n    value: 2001-12-14\n  - key: esc\n    value: "a\\x41\\t"\n  - key: 2001-12-15\n',
+      );
+      assert.deepEqual(
+        [...(rules.domains.get('d')?.children.keys() ?? [])],
+        ['day_2001-12-14', 'esc_aA\t', '2001-12-15'],
+      );
+    });
     it('algorithm (extension): fixed_window by default or by name, sliding_window by name', () => {
       assert.equal(ruleOf('rate_limit: {unit: second, algorithm: ""}')?.limits[0]?.algorithm, 'fixed_window');
       assert.equal(
@@ -173,6 +182,13 @@ describe('ratelimit/rules: meaning of a rule set', () => {
         deep: { false: 1, '16': 2, '<nil>': 3, '1.5': 4 },
         tags: [{ true: 5 }, [true]],
       });
+      assert.deepEqual(
+        ruleOf('rate_limit: {unit: second}', 'metadata: {2001-12-14: a, b: {2001-12-15: c}}')?.metadata,
+        {
+          '2001-12-14': 'a',
+          b: { '2001-12-15': 'c' },
+        },
+      );
     });
     it('empty metadata is no metadata (the reference keeps nil for an empty map)', () => {
       assert.equal(ruleOf('rate_limit: {unit: second}', 'metadata: {}')?.metadata, undefined);

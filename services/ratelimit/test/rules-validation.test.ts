@@ -223,6 +223,15 @@ describe('ratelimit/rules: configuration errors', () => {
     it('an explicit tag is the one shown', () => {
       fails(one('quota_mode: !!str 7'), unmarshal('line 4: cannot unmarshal !!str `7` into bool'));
     });
+    it('a local or a binary tag is shown as written', () => {
+      fails(
+        one('shadow_mode: !foo x', 'quota_mode: !!binary aGVsbG8='),
+        unmarshal(
+          'line 4: cannot unmarshal !foo `x` into bool',
+          'line 5: cannot unmarshal !!binary `aGVsbG8=` into bool',
+        ),
+      );
+    });
     it('a value longer than 10 bytes is cut to 7 bytes and `...`', () => {
       fails(
         one(
@@ -242,6 +251,7 @@ describe('ratelimit/rules: configuration errors', () => {
         `error loading config file: yaml: unmarshal errors:\n  line ${line}: cannot unmarshal ${shown} into map[interface {}]interface {}`;
       fails('abc\n', root(1, '!!str `abc`'));
       fails('5\n', root(1, '!!int `5`'));
+      fails('1.5\n', root(1, '!!float `1.5`'));
       fails('# c\n\nabcdefghijklmno\n', root(3, '!!str `abcdefg...`'));
     });
     it('metadata must be a map (the reference decodes it into map[string]interface{})', () => {
@@ -312,6 +322,21 @@ describe('ratelimit/rules: configuration errors', () => {
         `domain: d\n${padding}abcdefghij: &a &b x\n`,
         'error loading config file: yaml: line 12: A node can have at most one anchor',
       );
+    });
+    it('an unclosed flow map', () => {
+      fails('domain: {a: 1\n', "error loading config file: yaml: line 1: did not find expected ',' or '}'");
+      fails(
+        'domain: d\nx: {a: 1\n',
+        "error loading config file: yaml: line 2: did not find expected ',' or '}'",
+      );
+    });
+    it('a key repeated in one map: the last one counts', () => {
+      assert.deepEqual([...load('domain: a\ndomain: b\n').domains.keys()], ['b']);
+    });
+    it('a key without a value is null', () => {
+      const rules = load('domain: d\n? descriptors\n');
+      assert.equal(rules.domains.get('d')?.children.size, 0);
+      fails('domain: d\ndescriptors:\n  - ? key\n', 'descriptor has empty key');
     });
     it('a plain value may not start with a reserved character', () => {
       fails('@a\n', 'error loading config file: yaml: found character that cannot start any token');
