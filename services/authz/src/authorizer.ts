@@ -4,6 +4,7 @@ import type { JsonFetcher } from './fetch.ts';
 import { KeyStore, type FetchResult } from './keys.ts';
 import type { Policy, Provider } from './policy.ts';
 import { TokenCache, verifyToken } from './verifier.ts';
+import { SignatureWorkers } from './verifier-node.ts';
 import { Signin, type SigninEvent } from './signin/flow.ts';
 
 /** Options of the authorizer. */
@@ -15,6 +16,8 @@ export interface AuthorizerOptions {
   readonly tokenCacheSize: number;
   /** Upper bound of a cache entry's life (ms); entries never outlive the token's exp. */
   readonly tokenCacheTtlMs: number;
+  /** Worker threads checking ES/RS/PS signatures with node:crypto; 0: jose on the main thread. */
+  readonly verifyThreads?: number;
   readonly onFetch?: (issuer: string, result: FetchResult) => void;
   readonly onCache?: (hit: boolean) => void;
   /** Browser sign-in events (sessions issued, refreshes, failures by reason). */
@@ -37,10 +40,12 @@ const keyIdentity = (p: Provider): string => JSON.stringify([p.issuer, p.keys, p
  */
 export class Authorizer {
   readonly #opts: AuthorizerOptions;
+  readonly #signatures: SignatureWorkers | undefined;
   #state: State;
 
   constructor(policy: Policy, opts: AuthorizerOptions) {
     this.#opts = opts;
+    this.#signatures = opts.verifyThreads ? new SignatureWorkers(opts.verifyThreads) : undefined;
     this.#state = this.#build(policy, new Map());
   }
 
@@ -61,6 +66,7 @@ export class Authorizer {
       keyStores: s.keyStores,
       cache: s.cache,
       now: this.#opts.now,
+      ...(this.#signatures ? { signatures: this.#signatures } : {}),
       ...(this.#opts.onCache ? { onCache: this.#opts.onCache } : {}),
       ...(s.signin ? { signin: s.signin } : {}),
     });
@@ -88,9 +94,10 @@ export class Authorizer {
     return out;
   }
 
-  /** Stops background refreshes. */
+  /** Stops background refreshes and the signature workers. */
   close(): void {
     for (const s of this.#state.keyStores.values()) s.close();
+    this.#signatures?.close();
   }
 
   #build(policy: Policy, reusable: ReadonlyMap<string, KeyStore>): State {
@@ -108,7 +115,12 @@ export class Authorizer {
     }
     // ID tokens are checked with a cache of their own: one verified for the client id as audience
     // must never be found by a bearer check of the same provider, whose audiences differ.
-    const idTokenDeps = { keyStores, cache: new TokenCache(0, 0), now: this.#opts.now };
+    const idTokenDeps = {
+      keyStores,
+      cache: new TokenCache(0, 0),
+      now: this.#opts.now,
+      ...(this.#signatures ? { signatures: this.#signatures } : {}),
+    };
     const signin =
       policy.logins.length === 0
         ? undefined

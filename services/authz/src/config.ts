@@ -125,6 +125,14 @@ export const AUTHZ_OPTIONS = {
     default: 300_000,
     doc: "Longest life of a verified-token cache entry; never beyond the token's exp.",
   },
+  'jwt-verify-threads': {
+    kind: 'int',
+    env: 'JWT_VERIFY_THREADS',
+    default: 1,
+    min: 0,
+    max: 16,
+    doc: 'Worker threads that check ES/RS/PS token signatures with node:crypto, in batches, off the main thread (started on first use); 0 checks them with jose (WebCrypto) on the main thread. Claims are validated by jose either way.',
+  },
   'decision-log': {
     kind: 'string',
     env: 'DECISION_LOG',

@@ -129,6 +129,7 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
     logger: rt.logger.child({ component: 'keys' }),
     tokenCacheSize: config.tokenCacheSize,
     tokenCacheTtlMs: config.tokenCacheTtl,
+    verifyThreads: config.jwtVerifyThreads,
     onFetch: (issuer, result) => {
       metrics.jwksFetches.inc({ issuer, result });
       fetchLog.record(issuer, result);

@@ -3,6 +3,7 @@ import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey 
 import type { DenyReason } from './errors.ts';
 import type { KeyStore } from './keys.ts';
 import type { Provider } from './policy.ts';
+import { fastVerify, type SignatureWorkers } from './verifier-node.ts';
 
 /** Outcome of verifying one token. */
 export type VerifyResult =
@@ -136,6 +137,11 @@ export interface VerifierDeps {
   readonly now: () => number;
   /** Called on each cache lookup (metrics). */
   readonly onCache?: (hit: boolean) => void;
+  /**
+   * Signature checks with node:crypto in worker threads for plain ES/RS/PS tokens (verifier-node.ts);
+   * absent: jose (WebCrypto) verifies every token on the main thread.
+   */
+  readonly signatures?: SignatureWorkers;
 }
 
 /**
@@ -229,8 +235,14 @@ export async function verifyToken(
       ...(provider.audiences.length > 0 ? { audience: [...provider.audiences] } : {}),
       ...(provider.maxLifetimeSec !== undefined ? { maxTokenAge: provider.maxLifetimeSec } : {}),
     };
-    const { payload: claims } =
-      key instanceof Uint8Array ? await jwtVerify(token, key, opts) : await jwtVerify(token, key, opts);
+    let claims: JWTPayload;
+    if (key instanceof Uint8Array) claims = (await jwtVerify(token, key, opts)).payload;
+    else {
+      const fast = deps.signatures ? await fastVerify(token, key, opts, deps.signatures) : undefined;
+      // jose checks the signature before the claims: a bad signature is its JWSSignatureVerificationFailed.
+      if (fast?.kind === 'bad_signature') throw new joseErrors.JWSSignatureVerificationFailed();
+      claims = fast?.kind === 'ok' ? fast.claims : (await jwtVerify(token, key, opts)).payload;
+    }
     if (typeof claims.iat === 'number' && claims.iat > now / 1000 + provider.clockSkewSec)
       return { kind: 'invalid', reason: 'token_issued_in_future' };
     deps.cache.set(cacheKey, provider, claims, now);
