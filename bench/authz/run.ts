@@ -2,6 +2,7 @@
 // ES256 token seen before, a fresh valid token per request and an invalid token; side by side with
 // OPA-Envoy (Rego io.jwt.decode_verify) and Envoy's in-process jwt_authn as the ceiling.
 // Usage: node bench/authz/run.ts [--duration 8] [--rounds 3] [--concurrency 32] [--skip-opa] [--bin DIR]
+//        [--only TEXT] [--variants 'jose=JWT_VERIFY_THREADS=0;workers=JWT_VERIFY_THREADS=1']
 // Needs .tools/bin/ghz (and .tools/bin/opa-envoy-plugin for the OPA column), wrk, envoy (scripts/env.sh).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +24,24 @@ const ROUNDS = Number(arg('rounds', '3'));
 const LOAD_BEFORE = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
 /** Only scenarios whose name contains this (quick A/B runs), e.g. `--only fresh`. */
 const ONLY = arg('only', '');
+/**
+ * authz variants run side by side (one authz process and one Envoy each), as `name=ENV=V,ENV=V;name2=...`;
+ * default: one variant with the shipped defaults, named plain `authz`.
+ */
+const VARIANTS: ReadonlyArray<{ name: string; env: Record<string, string> }> = arg('variants', '')
+  ? arg('variants', '')
+      .split(';')
+      .filter((v) => v.trim() !== '')
+      .map((v) => {
+        const [name = '', ...rest] = v.split('=');
+        const env: Record<string, string> = {};
+        for (const kv of rest.join('=').split(',').filter(Boolean)) {
+          const i = kv.indexOf('=');
+          env[kv.slice(0, i)] = kv.slice(i + 1);
+        }
+        return { name: `authz[${name}]`, env };
+      })
+  : [{ name: 'authz', env: {} }];
 const SKIP_OPA = process.argv.includes('--skip-opa') || !existsSync(join(BIN, 'opa-envoy-plugin'));
 const dir = mkdtempSync(join(tmpdir(), 'bench-authz-'));
 const procs: ChildProcess[] = [];
@@ -228,24 +247,32 @@ async function main(): Promise<void> {
     policy,
     `providers:\n  main: { issuer: "${issuer.issuer}", audiences: [api], jwks: ${jwks}, algorithms: [ES256] }\nrules:\n  - { name: api, match: { pathPrefix: /api }, jwt: true }\n`,
   );
-  const [gp, hp, ap] = [await freePort(), await freePort(), await freePort()];
-  start(
-    process.execPath,
-    [
-      join(ROOT, 'services/authz/src/main.ts'),
-      `--grpc-port=${gp}`,
-      `--http-port=${hp}`,
-      `--admin-port=${ap}`,
-      '--grpc-host=127.0.0.1',
-      '--http-host=127.0.0.1',
-      '--admin-host=127.0.0.1',
-      `--policy-file=${policy}`,
-      '--token-cache-size=100',
-    ],
-    { LOG_LEVEL: 'warn', NODE_OPTIONS: process.env['AUTHZ_NODE_OPTIONS'] ?? '--max-semi-space-size=32' },
-  );
-  await waitUntil('authz ready', httpOk(`http://127.0.0.1:${ap}/readyz`), { timeoutMs: 30_000 });
-  const viaAuthz = await envoy('envoy-authz', extAuthz('authz'), grpcCluster('authz', gp));
+  const authz: Array<{ name: string; grpc: number; envoy: number }> = [];
+  for (const v of VARIANTS) {
+    const [gp, hp, ap] = [await freePort(), await freePort(), await freePort()];
+    start(
+      process.execPath,
+      [
+        join(ROOT, 'services/authz/src/main.ts'),
+        `--grpc-port=${gp}`,
+        `--http-port=${hp}`,
+        `--admin-port=${ap}`,
+        '--grpc-host=127.0.0.1',
+        '--http-host=127.0.0.1',
+        '--admin-host=127.0.0.1',
+        `--policy-file=${policy}`,
+        '--token-cache-size=100',
+      ],
+      {
+        LOG_LEVEL: 'warn',
+        NODE_OPTIONS: process.env['AUTHZ_NODE_OPTIONS'] ?? '--max-semi-space-size=32',
+        ...v.env,
+      },
+    );
+    await waitUntil(`${v.name} ready`, httpOk(`http://127.0.0.1:${ap}/readyz`), { timeoutMs: 30_000 });
+    const via = await envoy(`envoy-${authz.length}`, extAuthz('authz'), grpcCluster('authz', gp));
+    authz.push({ name: v.name, grpc: gp, envoy: via });
+  }
 
   // OPA-Envoy with the same JWT check in Rego
   let op = 0;
@@ -304,7 +331,7 @@ allow if {
   const viaJwtAuthn = await envoy('envoy-jwt-authn', jwtAuthn, '    []');
 
   // Warm-up, then ROUNDS interleaved rounds (the machine is shared: interleaving spreads the noise).
-  ghz('warm', `warm ${ONLY}`, gp, files.fresh, 3000);
+  for (const a of authz) ghz('warm', `warm ${ONLY}`, a.grpc, files.fresh, 3000);
   if (op) ghz('warm', `warm ${ONLY}`, op, files.fresh, 3000);
   rows.length = 0;
   const n = (rps: number) => Math.max(2000, Math.round(rps * DURATION));
@@ -314,14 +341,14 @@ allow if {
       ['fresh token', files.fresh],
       ['invalid token', files.invalid],
     ] as const) {
-      ghz('authz gRPC direct', scenario, gp, file, n(4000));
+      for (const a of authz) ghz(`${a.name} gRPC direct`, scenario, a.grpc, file, n(4000));
       if (op) ghz('OPA-Envoy gRPC direct', scenario, op, file, n(2500));
     }
     for (const [scenario, file] of [
       ['seen token @500 rps', files.seen],
       ['fresh token @500 rps', files.fresh],
     ] as const) {
-      ghz('authz gRPC direct', scenario, gp, file, 500 * DURATION, 500);
+      for (const a of authz) ghz(`${a.name} gRPC direct`, scenario, a.grpc, file, 500 * DURATION, 500);
       if (op) ghz('OPA-Envoy gRPC direct', scenario, op, file, 500 * DURATION, 500);
     }
     for (const [scenario, file] of [
@@ -329,7 +356,7 @@ allow if {
       ['fresh token', tokenFiles.fresh],
       ['invalid token', tokenFiles.invalid],
     ] as const) {
-      wrk('Envoy + authz', scenario, viaAuthz, file);
+      for (const a of authz) wrk(`Envoy + ${a.name}`, scenario, a.envoy, file);
       if (viaOpa) wrk('Envoy + OPA-Envoy', scenario, viaOpa, file);
       wrk('Envoy jwt_authn', scenario, viaJwtAuthn, file);
     }

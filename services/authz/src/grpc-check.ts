@@ -1,5 +1,6 @@
 import { status as GrpcStatus, type Metadata, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { Logger } from '@extsvc/common/logger';
+import type { HeaderGetter } from '@extsvc/common/trace';
 import type { AuthRequest, Decision } from './decision.ts';
 import type { CheckRequest__Output } from '../../../proto/generated/envoy/service/auth/v3/CheckRequest.ts';
 import type { CheckResponse } from '../../../proto/generated/envoy/service/auth/v3/CheckResponse.ts';
@@ -106,37 +107,65 @@ export type CheckObserver = (
   req?: AuthRequest,
 ) => void;
 
-/** The envoy.service.auth.v3.Authorization implementation. */
-export function checkImplementation(
+/** The answer to one Check: a CheckResponse (allow or deny), or UNAVAILABLE (Envoy's failure mode applies). */
+export type CheckOutcome =
+  | { readonly kind: 'response'; readonly response: CheckResponse }
+  | { readonly kind: 'unavailable'; readonly details: string };
+
+/** Metadata of a grpc-js call as a header getter (first value, strings only). */
+export function metadataGetter(metadata: Metadata): HeaderGetter {
+  return (name) => {
+    const v = metadata.get(name)[0];
+    return typeof v === 'string' ? v : undefined;
+  };
+}
+
+/** envoy.service.auth.v3.Authorization/Check whatever the transport: request → outcome, never a rejection. */
+export function checkHandler(
   // The call's metadata carries the trace context of Envoy's ext_authz span (read only when tracing).
-  decide: (req: AuthRequest, metadata?: Metadata) => Promise<Decision>,
+  decide: (req: AuthRequest, metadata?: HeaderGetter) => Promise<Decision>,
+  observe: CheckObserver,
+  logger: Logger,
+): (request: CheckRequest__Output, metadata: HeaderGetter) => Promise<CheckOutcome> {
+  return (request, metadata) => {
+    const started = process.hrtime.bigint();
+    let req: AuthRequest;
+    try {
+      req = checkRequestToAuth(request);
+    } catch (err) {
+      logger.warn({ err }, 'unreadable CheckRequest');
+      observe('grpc', INTERNAL_DENY, started);
+      return Promise.resolve({ kind: 'response', response: decisionToCheckResponse(INTERNAL_DENY) });
+    }
+    return decide(req, metadata)
+      .catch((err: unknown): Decision => {
+        logger.error({ err }, 'decision failed');
+        return INTERNAL_DENY;
+      })
+      .then((d): CheckOutcome => {
+        observe('grpc', d, started, req);
+        return d.kind === 'error'
+          ? { kind: 'unavailable', details: 'authorization backend unavailable' }
+          : { kind: 'response', response: decisionToCheckResponse(d) };
+      });
+  };
+}
+
+/** The envoy.service.auth.v3.Authorization implementation on grpc-js. */
+export function checkImplementation(
+  decide: (req: AuthRequest, metadata?: HeaderGetter) => Promise<Decision>,
   observe: CheckObserver,
   logger: Logger,
 ): {
   Check(call: ServerUnaryCall<CheckRequest__Output, CheckResponse>, cb: sendUnaryData<CheckResponse>): void;
 } {
+  const check = checkHandler(decide, observe, logger);
   return {
     Check(call, cb) {
-      const started = process.hrtime.bigint();
-      let req: AuthRequest;
-      try {
-        req = checkRequestToAuth(call.request);
-      } catch (err) {
-        logger.warn({ err }, 'unreadable CheckRequest');
-        observe('grpc', INTERNAL_DENY, started);
-        cb(null, decisionToCheckResponse(INTERNAL_DENY));
-        return;
-      }
-      decide(req, call.metadata)
-        .catch((err: unknown): Decision => {
-          logger.error({ err }, 'decision failed');
-          return INTERNAL_DENY;
-        })
-        .then((d) => {
-          observe('grpc', d, started, req);
-          if (d.kind === 'error')
-            cb({ code: GrpcStatus.UNAVAILABLE, details: 'authorization backend unavailable' });
-          else cb(null, decisionToCheckResponse(d));
+      check(call.request, metadataGetter(call.metadata))
+        .then((o) => {
+          if (o.kind === 'unavailable') cb({ code: GrpcStatus.UNAVAILABLE, details: o.details });
+          else cb(null, o.response);
         })
         .catch((err: unknown) => logger.error({ err }, 'cannot answer Check'));
     },

@@ -1,7 +1,11 @@
-import type { Metadata } from '@grpc/grpc-js';
 import type { TraceSpan, Tracing } from '@extsvc/common/otel';
 import { SpanKinds } from '@extsvc/common/otel';
-import { correlationOf, correlationOfHeaders, type Correlation } from '@extsvc/common/trace';
+import {
+  correlationOf,
+  correlationOfHeaders,
+  type Correlation,
+  type HeaderGetter,
+} from '@extsvc/common/trace';
 import { splitTarget } from './match.ts';
 import type { AuthRequest, Decision } from './decision.ts';
 import type { JsonFetcher } from './fetch.ts';
@@ -27,12 +31,9 @@ export const CheckAttributes = {
  * The parent of a Check span: the trace context of the gRPC call (Envoy injects its ext_authz
  * egress span there when its tracer is on), else the one in the checked request's headers.
  */
-export function checkParent(metadata: Metadata | undefined, req: AuthRequest | undefined): Correlation {
+export function checkParent(metadata: HeaderGetter | undefined, req: AuthRequest | undefined): Correlation {
   if (metadata) {
-    const c = correlationOf((name) => {
-      const v = metadata.get(name)[0];
-      return typeof v === 'string' ? v : undefined;
-    });
+    const c = correlationOf(metadata);
     if (c.traceId !== undefined && c.spanId !== undefined) return c;
   }
   return req ? correlationOfHeaders(req.headers) : {};
@@ -95,7 +96,7 @@ export function tracedFetch(tracing: Tracing, fetch: JsonFetcher): JsonFetcher {
 }
 
 /** A decision function as the transports call it; the gRPC transport passes the call's metadata. */
-export type TransportDecide = (req: AuthRequest, metadata?: Metadata) => Promise<Decision>;
+export type TransportDecide = (req: AuthRequest, metadata?: HeaderGetter) => Promise<Decision>;
 
 /**
  * Wraps the decision function with one span per check, current while the decision runs (key
