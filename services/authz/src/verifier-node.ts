@@ -207,14 +207,11 @@ export async function fastVerify(
 
   let resolved: unknown;
   try {
-    resolved = await resolver(
-      h as { alg: string },
-      {
-        payload: payloadSeg,
-        signature: sigSeg,
-        protected: headerSeg,
-      },
-    );
+    resolved = await resolver(h as { alg: string }, {
+      payload: payloadSeg,
+      signature: sigSeg,
+      protected: headerSeg,
+    });
   } catch {
     return { kind: 'fallback' };
   }
