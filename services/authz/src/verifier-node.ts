@@ -35,14 +35,19 @@ interface Pending {
 
 class Thread {
   readonly worker: Worker;
-  readonly keyIds = new WeakMap<KeyObject, number>();
+  keyIds = new WeakMap<KeyObject, number>();
   keyCount = 0;
   readonly batches = new Map<number, Pending[]>();
+  ready = false;
   dead = false;
   constructor(url: URL) {
     this.worker = new Worker(url);
     this.worker.unref();
     this.worker.on('message', (m: WorkerReply) => {
+      if (m.type === 'ready') {
+        this.ready = true;
+        return;
+      }
       const waiters = this.batches.get(m.id);
       if (!waiters) return;
       this.batches.delete(m.id);
@@ -59,16 +64,26 @@ class Thread {
   }
 }
 
+/** Rejection of a call made while no worker is ready (the caller verifies with jose instead). */
+export class WorkersNotReady extends Error {
+  readonly code = 'ERR_WORKERS_NOT_READY' as const;
+  constructor() {
+    super('no signature worker ready');
+    this.name = 'WorkersNotReady';
+  }
+}
+
 /**
  * Verifies JWS signatures with node:crypto in worker threads. Calls made in one turn of the event
  * loop travel as one message, so the main thread pays a few microseconds per token instead of a
- * crypto job dispatch; the workers start on first use and are unref'd (they never hold the process).
- * A worker that dies rejects its pending calls (the caller falls back to jose) and is replaced on
- * the next call.
+ * crypto job dispatch. The workers start on the first call and are unref'd (they never hold the
+ * process); until one has said it is ready, and after one died, calls reject (the caller falls back
+ * to jose) and a replacement is started: a slow worker start never delays a check.
  */
 export class SignatureWorkers {
   readonly #size: number;
   readonly #url: URL;
+  readonly #maxKeys: number;
   #threads: Thread[] = [];
   #next = 0;
   #batchId = 0;
@@ -78,15 +93,36 @@ export class SignatureWorkers {
   #scheduled = false;
   #closed = false;
 
-  /** `threads` workers (at least 1). */
-  constructor(threads: number, url: URL = new URL('./verifier-worker.ts', import.meta.url)) {
+  /** `threads` workers (at least 1); `url` and `maxKeys` (keys a worker holds) for tests. */
+  constructor(
+    threads: number,
+    url: URL = new URL('./verifier-worker.ts', import.meta.url),
+    maxKeys = MAX_WORKER_KEYS,
+  ) {
     this.#size = Math.max(1, threads);
     this.#url = url;
+    this.#maxKeys = maxKeys;
   }
 
-  /** Resolves true when `sig` is a valid `alg` signature of `data` under `key`; rejects if the worker died. */
+  /** True once a worker is ready (starting the workers if needed). */
+  ready(): boolean {
+    if (this.#closed) return false;
+    let any = false;
+    for (let i = 0; i < this.#size; i++) {
+      let t = this.#threads[i];
+      if (!t || t.dead) {
+        t = new Thread(this.#url);
+        this.#threads[i] = t;
+      }
+      any ||= t.ready;
+    }
+    return any;
+  }
+
+  /** Resolves true when `sig` is a valid `alg` signature of `data` under `key`; rejects if no worker can. */
   verify(alg: string, key: KeyObject, data: Uint8Array, sig: Uint8Array): Promise<boolean> {
     if (this.#closed) return Promise.reject(new Error('signature workers closed'));
+    if (!this.ready()) return Promise.reject(new WorkersNotReady());
     return new Promise<boolean>((resolve, reject) => {
       this.#items.push([0, alg, data, sig]);
       this.#keys.push(key);
@@ -105,14 +141,13 @@ export class SignatureWorkers {
     this.#threads = [];
   }
 
-  #thread(): Thread {
-    let t = this.#threads[this.#next % this.#size];
-    if (!t || t.dead) {
-      t = new Thread(this.#url);
-      this.#threads[this.#next % this.#size] = t;
+  /** The next ready worker, round robin. */
+  #thread(): Thread | undefined {
+    for (let n = 0; n < this.#size; n++) {
+      const t = this.#threads[this.#next++ % this.#size];
+      if (t && t.ready && !t.dead) return t;
     }
-    this.#next += 1;
-    return t;
+    return undefined;
   }
 
   #flush(): void {
@@ -123,20 +158,23 @@ export class SignatureWorkers {
     this.#items = [];
     this.#waiters = [];
     this.#keys = [];
-    if (this.#closed) {
-      for (const w of waiters) w.reject(new Error('signature workers closed'));
+    const t = this.#closed ? undefined : this.#thread();
+    if (!t) {
+      for (const w of waiters) w.reject(new WorkersNotReady());
       return;
     }
-    const t = this.#thread();
     const post = (m: WorkerRequest): void => t.worker.postMessage(m);
+    // Key rotation must not grow the worker's key table forever: start it over between batches
+    // (the worker handles messages in order, so batches already sent keep their keys).
+    if (t.keyCount >= this.#maxKeys) {
+      post({ type: 'reset' });
+      t.keyIds = new WeakMap();
+      t.keyCount = 0;
+    }
     for (let i = 0; i < items.length; i++) {
       const key = keys[i] as KeyObject;
       let id = t.keyIds.get(key);
       if (id === undefined) {
-        if (t.keyCount >= MAX_WORKER_KEYS) {
-          post({ type: 'reset' });
-          t.keyCount = 0;
-        }
         id = ++t.keyCount;
         t.keyIds.set(key, id);
         post({ type: 'key', id, key });

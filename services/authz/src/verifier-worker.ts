@@ -14,11 +14,9 @@ export type WorkerRequest =
       readonly items: ReadonlyArray<readonly [number, string, Uint8Array, Uint8Array]>;
     };
 
-/** The answer to one batch: 1 where the signature verified, 0 elsewhere (also for errors). */
-export interface WorkerReply {
-  readonly id: number;
-  readonly results: Uint8Array;
-}
+/** `ready` once the worker listens; per batch: 1 where the signature verified, 0 elsewhere (also for errors). */
+export type WorkerReply =
+  { readonly type: 'ready' } | { readonly type: 'batch'; readonly id: number; readonly results: Uint8Array };
 
 const keys = new Map<number, KeyObject>();
 
@@ -62,9 +60,11 @@ parentPort?.on('message', (m: WorkerRequest) => {
           results[i] = 0; // a malformed signature (wrong length...) is a failed verification, as in WebCrypto
         }
       }
-      const reply: WorkerReply = { id: m.id, results };
+      const reply: WorkerReply = { type: 'batch', id: m.id, results };
       parentPort?.postMessage(reply);
       return;
     }
   }
 });
+const ready: WorkerReply = { type: 'ready' };
+parentPort?.postMessage(ready);

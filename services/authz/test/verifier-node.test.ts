@@ -286,11 +286,22 @@ function mutations(count: number): string[] {
   return out;
 }
 
+/** Counts the signatures the workers answered (calls before a worker is ready fall back to jose). */
 class CountingWorkers extends SignatureWorkers {
   calls = 0;
   override verify(alg: string, key: KeyObject, data: Uint8Array, sig: Uint8Array): Promise<boolean> {
-    this.calls += 1;
-    return super.verify(alg, key, data, sig);
+    return super.verify(alg, key, data, sig).then((ok) => {
+      this.calls += 1;
+      return ok;
+    });
+  }
+}
+
+async function whenReady(w: SignatureWorkers): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!w.ready()) {
+    if (Date.now() > deadline) throw new Error('signature worker never ready');
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
@@ -327,6 +338,7 @@ describe('authz verifier: node:crypto fast path against jose', () => {
   }
 
   it('decides every hand-made attack and edge case exactly as jose', async () => {
+    await whenReady(workers);
     const before = workers.calls;
     const tally = await compare(cases(), fastDeps);
     // The comparison must have exercised both outcomes of the fast path, not only its fallbacks.
@@ -360,6 +372,55 @@ describe('authz verifier: node:crypto fast path against jose', () => {
       assert.ok((tally.get('ok') ?? 0) >= 8, JSON.stringify([...tally]));
     } finally {
       broken.close();
+    }
+  });
+
+  it('a worker holding fewer keys than the issuer has starts its key table over, with the same answers', async () => {
+    const small = new CountingWorkers(1, undefined, 2);
+    try {
+      await whenReady(small);
+      const tokens = [];
+      for (let i = 0; i < 6; i++) {
+        tokens.push(token({ alg: 'ES256', kid: 'e1' }, claims({ n: i }), ES256));
+        tokens.push(
+          token({ alg: 'ES256', kid: 'e2' }, claims({ n: i }), { alg: 'ES256', key: e2.privateKey }),
+        );
+        tokens.push(
+          token({ alg: 'ES384', kid: 'e3' }, claims({ n: i }), { alg: 'ES384', key: e3.privateKey }),
+        );
+        tokens.push(
+          token({ alg: 'RS256', kid: 'r1' }, claims({ n: i }), { alg: 'RS256', key: r1.privateKey }),
+        );
+      }
+      // One at a time: one batch per token, so the table is reset between batches.
+      for (const t of tokens) {
+        const r = await verifyToken(t, ps, { ...joseDeps, signatures: small });
+        assert.equal(r.kind, 'ok');
+      }
+      assert.equal(small.calls, tokens.length);
+    } finally {
+      small.close();
+    }
+  });
+
+  it('no worker ready yet: the first tokens are verified by jose, without waiting for a worker', async () => {
+    const cold = new CountingWorkers(1);
+    try {
+      const r = await verifyToken(token({ alg: 'ES256', kid: 'e1' }, claims(), ES256), ps, {
+        ...joseDeps,
+        signatures: cold,
+      });
+      assert.equal(r.kind, 'ok');
+      assert.equal(cold.calls, 0);
+      await whenReady(cold);
+      const r2 = await verifyToken(token({ alg: 'ES256', kid: 'e1' }, claims({ n: 2 }), ES256), ps, {
+        ...joseDeps,
+        signatures: cold,
+      });
+      assert.equal(r2.kind, 'ok');
+      assert.equal(cold.calls, 1);
+    } finally {
+      cold.close();
     }
   });
 
