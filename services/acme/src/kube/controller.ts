@@ -183,7 +183,6 @@ export async function startKubeController(
   // neither is a Host in Error (its status says why it has no Secret: waiting could never end).
   const readiness = new SecretReadiness({
     exists: (ref) => new KubeCertificateStore(apis).exists(ref),
-    recheckMs: opts.secretCheckIntervalMs,
     missingRecheckMs: Math.min(1000, opts.secretCheckIntervalMs),
   });
   const wantedSecrets = (): WantedSecret[] => {

@@ -17,8 +17,6 @@ export interface WantedSecret {
 export interface SecretReadinessOptions {
   /** True when the Secret holds a certificate pair (temporary or real); throws when it cannot be read. */
   readonly exists: (ref: SecretRef) => Promise<boolean>;
-  /** A Secret seen present is read again this often (a deleted one turns readiness off), ms. */
-  readonly recheckMs: number;
   /** A Secret seen absent (or unreadable) is read again this often, ms. */
   readonly missingRecheckMs: number;
   /** Epoch ms; default Date.now. */
@@ -35,11 +33,13 @@ interface Seen {
 const refKey = (r: SecretRef): string => `${r.namespace}/${r.name}`;
 
 /**
- * Kubernetes-mode readiness of the certificates: every managed Host's tlsSecret exists with a
- * certificate pair (temporary or real), as seen by this replica. acme may get but not list or watch
- * Secrets (acme-rbac.yaml), so each wanted Secret is read: at once when a Host names it, again every
- * `missingRecheckMs` while absent and every `recheckMs` once present. Hosts in Error are reported
- * but not waited for.
+ * Kubernetes-mode readiness of the certificates: every managed Host's tlsSecret has existed with a
+ * certificate pair (temporary or real) since the Host named it, as seen by this replica. acme may
+ * get but not list or watch Secrets (acme-rbac.yaml), so each wanted Secret is read when a Host names
+ * it, then every `missingRecheckMs` until present, never again after that: a Secret deleted later
+ * is the leader's to write again (its Secret check), not a readiness matter. Every replica would
+ * turn unready at once, and the challenge Service would lose its endpoints just when the order
+ * that follows a deletion (a forced reissue) needs them. Hosts in Error are named, not waited for.
  */
 export class SecretReadiness {
   readonly #opts: SecretReadinessOptions;
@@ -84,8 +84,7 @@ export class SecretReadiness {
     for (const w of this.#wanted) {
       const k = refKey(w.secret);
       const s = this.#seen.get(k);
-      const every = s?.present === true ? this.#opts.recheckMs : this.#opts.missingRecheckMs;
-      if (s === undefined || now - s.at >= every) due.set(k, w.secret);
+      if (s === undefined || (!s.present && now - s.at >= this.#opts.missingRecheckMs)) due.set(k, w.secret);
     }
     for (const [k, ref] of due) {
       const at = this.#now();

@@ -11,7 +11,7 @@ const want = (host: string, secret: string, error = false): WantedSecret => ({
 });
 
 /** A readiness over an in-memory set of Secrets, a frozen clock and a count of reads. */
-function setup(recheckMs = 30_000, missingRecheckMs = 1000) {
+function setup(missingRecheckMs = 1000) {
   const present = new Set<string>();
   const unreadable = new Map<string, string>();
   const reads: string[] = [];
@@ -27,7 +27,6 @@ function setup(recheckMs = 30_000, missingRecheckMs = 1000) {
       if (problem !== undefined) throw new Error(problem);
       return answer;
     },
-    recheckMs,
     missingRecheckMs,
     now: () => clock.t,
   });
@@ -75,8 +74,8 @@ describe('kube/readiness: SecretReadiness', function () {
     assert.deepEqual(r.missing(), ['apps/a → apps/a-tls (reading Secret apps/a-tls: Forbidden)']);
   });
 
-  it('reads an absent Secret again after missingRecheckMs, a present one after recheckMs (a deletion turns it missing)', async function () {
-    const { r, present, reads, clock } = setup(30_000, 1000);
+  it("reads an absent Secret again after missingRecheckMs, a present one never again (a later deletion is the leader's to repair)", async function () {
+    const { r, present, reads, clock } = setup(1000);
     present.add('apps/a-tls');
     r.setWanted([want('a', 'a-tls'), want('b', 'b-tls')]);
     await r.check();
@@ -92,10 +91,15 @@ describe('kube/readiness: SecretReadiness', function () {
     assert.deepEqual(r.missing(), []);
     reads.length = 0;
     present.delete('apps/a-tls');
-    clock.t += 30_000;
+    clock.t += 3_600_000;
     await r.check();
-    assert.deepEqual(reads.sort(), ['apps/a-tls', 'apps/b-tls']);
-    assert.deepEqual(r.missing(), ['apps/a → apps/a-tls']);
+    assert.deepEqual(reads, []);
+    assert.deepEqual(r.missing(), []);
+    // The Host names another Secret: that one is read (and waited for) anew.
+    r.setWanted([want('a', 'a2-tls'), want('b', 'b-tls')]);
+    await r.check();
+    assert.deepEqual(reads, ['apps/a2-tls']);
+    assert.deepEqual(r.missing(), ['apps/a → apps/a2-tls']);
   });
 
   it('a write recorded while a read is on its way wins over the stale absent answer', async function () {
