@@ -1,5 +1,5 @@
 import type { Metadata } from '@grpc/grpc-js';
-import { correlationFields, correlationOf } from '@extsvc/common/trace';
+import { correlationFields, correlationOf, type HeaderGetter } from '@extsvc/common/trace';
 import type { CoreRequest, CoreResponse } from './limiter.ts';
 
 /**
@@ -8,13 +8,17 @@ import type { CoreRequest, CoreResponse } from './limiter.ts';
  * tracing is on (`traceparent` or B3), and `x-request-id` only when the filter's grpc_service
  * `initial_metadata` or a proxy in between adds it.
  */
-export function callCorrelation(metadata: Metadata): { requestId?: string; traceId?: string } {
-  return correlationFields(
-    correlationOf((name) => {
-      const v = metadata.get(name)[0];
-      return typeof v === 'string' ? v : undefined;
-    }),
-  );
+export function callCorrelation(metadata: Metadata | HeaderGetter): { requestId?: string; traceId?: string } {
+  return correlationFields(correlationOf(metadataGetter(metadata)));
+}
+
+/** A metadata lookup over either transport: grpc-js Metadata, or the node:http2 call's getter. */
+export function metadataGetter(metadata: Metadata | HeaderGetter): HeaderGetter {
+  if (typeof metadata === 'function') return metadata;
+  return (name) => {
+    const v = metadata.get(name)[0];
+    return typeof v === 'string' ? v : undefined;
+  };
 }
 
 /**

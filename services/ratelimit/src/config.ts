@@ -248,6 +248,19 @@ export const RATELIMIT_OPTIONS = {
     min: 1024,
     doc: 'Largest gRPC request message; larger is refused with RESOURCE_EXHAUSTED before it is decoded.',
   },
+  'grpc-transport': {
+    kind: 'enum',
+    env: 'GRPC_TRANSPORT',
+    default: 'http2',
+    values: ['http2', 'grpc-js'],
+    doc: "The gRPC port's server: 'http2' (a minimal gRPC server on node:http2, about half the CPU per call) or 'grpc-js' (the previous one, kept as a fallback).",
+  },
+  'grpc-receive-timeout': {
+    kind: 'duration',
+    env: 'GRPC_RECEIVE_TIMEOUT',
+    default: 30_000,
+    doc: "With the 'http2' transport: a request must arrive whole within this time, whatever its grpc-timeout (a client that never ends its request is answered DEADLINE_EXCEEDED and reset).",
+  },
   'memory-store-max-bytes': {
     kind: 'int',
     env: 'MEMORY_STORE_MAX_BYTES',

@@ -5,7 +5,6 @@ import {
   type ServerResponse,
 } from 'node:http';
 import {
-  status as GrpcStatus,
   type sendUnaryData,
   type ServerUnaryCall,
   type ServiceDefinition,
@@ -14,6 +13,9 @@ import {
 import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
+import { GrpcCode, GrpcStatusError, startGrpcH2Server, type GrpcCodeNumber } from '@extsvc/common/grpc-h2';
+import { healthRoutes } from '@extsvc/common/grpc-h2-health';
+import type { HeaderGetter } from '@extsvc/common/trace';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
 import { localCacheEntries, RATELIMIT_OPTIONS, type RatelimitConfig } from './config.ts';
@@ -28,7 +30,7 @@ import { dumpRuleSet } from './rules.ts';
 import { RateLimitService } from './service.ts';
 import { fromJson, JsonRequestError, toGrpc, toJson } from './wire.ts';
 import { registerRatelimitDiag } from './diag.ts';
-import { answerFields, callCorrelation } from './answer-log.ts';
+import { answerFields, callCorrelation, metadataGetter } from './answer-log.ts';
 import { endRateLimitSpan, startRateLimitSpan, tracedStore } from './tracing.ts';
 import type { Tracing } from '@extsvc/common/otel';
 import type { RateLimitResponse } from '../../../proto/generated/envoy/service/ratelimit/v3/RateLimitResponse.ts';
@@ -95,18 +97,18 @@ function directCodec(def: ServiceDefinition): ServiceDefinition {
 }
 
 /** Translates a service failure to a gRPC status: the one place errors meet the wire. */
-function grpcError(err: unknown): Partial<GrpcError> {
+function grpcError(err: unknown): { code: GrpcCodeNumber; details: string } {
   if (err instanceof ServiceError)
     return {
-      code: err.code === 'ERR_INVALID_REQUEST' ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.UNKNOWN,
+      code: err.code === 'ERR_INVALID_REQUEST' ? GrpcCode.INVALID_ARGUMENT : GrpcCode.UNKNOWN,
       details: err.message,
     };
   if (err instanceof StoreError)
     return {
-      code: GrpcStatus.UNAVAILABLE,
+      code: GrpcCode.UNAVAILABLE,
       details: err.code === 'ERR_REDIS_TIMEOUT' ? 'redis timeout' : 'redis unavailable',
     };
-  return { code: GrpcStatus.INTERNAL, details: 'internal error' };
+  return { code: GrpcCode.INTERNAL, details: 'internal error' };
 }
 
 async function readBody(req: IncomingMessage, max: number): Promise<string> {
@@ -224,61 +226,108 @@ export async function start(
     random,
   });
 
-  const grpc = await startGrpcServer({
-    host: config.grpcHost,
-    port: config.grpcPort,
-    health: rt.health,
-    healthNames: ['ratelimit', 'envoy.service.ratelimit.v3.RateLimitService'],
-    channelOptions: {
-      // channelz bookkeeping costs CPU on every call and nothing here reads it
-      'grpc.enable_channelz': 0,
-      // grpc-js's defaults are 2^32-1 streams per connection and 4 MiB messages
-      'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
-      'grpc.max_receive_message_length': config.grpcMaxReceiveMessageBytes,
-    },
-    services: [
-      {
-        definition: directCodec(
-          serviceDefinition(
-            ['envoy/service/ratelimit/v3/rls.proto'],
-            'envoy.service.ratelimit.v3.RateLimitService',
-          ),
-        ),
-        implementation: {
-          ShouldRateLimit(call: ServerUnaryCall<CoreRequest, CoreResponse>, cb: sendUnaryData<CoreResponse>) {
-            // With tracing on, one span per call, current while the counters are read (store spans are its children).
-            const span = tracing ? startRateLimitSpan(tracing, call.metadata, call.request) : undefined;
-            (span && tracing
-              ? tracing.run(span, () => service.shouldRateLimit(call.request))
-              : service.shouldRateLimit(call.request)
-            ).then(
-              (r) => {
-                if (span) endRateLimitSpan(span, call.request, r);
-                metrics.requestDone(r.overallCode);
-                cb(null, r);
-                // Per-request answers are logged at debug only (an over-limit flood must not flood the logs).
-                if (log.isLevelEnabled('debug'))
-                  log.debug(
-                    { ...callCorrelation(call.metadata), ...answerFields(call.request, r) },
-                    r.overallCode === 'OVER_LIMIT' ? 'over limit' : 'within limit',
-                  );
-              },
-              (err: unknown) => {
-                if (span) endRateLimitSpan(span, call.request, undefined);
-                metrics.requestDone('ERROR');
-                if (log.isLevelEnabled('debug'))
-                  log.debug(
-                    { err, ...callCorrelation(call.metadata), ...answerFields(call.request, undefined) },
-                    'ShouldRateLimit failed',
-                  );
-                cb(grpcError(err));
-              },
-            );
-          },
-        },
+  /** One ShouldRateLimit call on either transport: span, decision, metrics, debug log. */
+  const shouldRateLimit = (req: CoreRequest, meta: HeaderGetter): Promise<CoreResponse> => {
+    // With tracing on, one span per call, current while the counters are read (store spans are its children).
+    const span = tracing ? startRateLimitSpan(tracing, meta, req) : undefined;
+    return (
+      span && tracing ? tracing.run(span, () => service.shouldRateLimit(req)) : service.shouldRateLimit(req)
+    ).then(
+      (r) => {
+        if (span) endRateLimitSpan(span, req, r);
+        metrics.requestDone(r.overallCode);
+        // Per-request answers are logged at debug only (an over-limit flood must not flood the logs).
+        if (log.isLevelEnabled('debug'))
+          log.debug(
+            { ...callCorrelation(meta), ...answerFields(req, r) },
+            r.overallCode === 'OVER_LIMIT' ? 'over limit' : 'within limit',
+          );
+        return r;
       },
-    ],
-  });
+      (err: unknown) => {
+        if (span) endRateLimitSpan(span, req, undefined);
+        metrics.requestDone('ERROR');
+        if (log.isLevelEnabled('debug'))
+          log.debug(
+            { err, ...callCorrelation(meta), ...answerFields(req, undefined) },
+            'ShouldRateLimit failed',
+          );
+        throw err;
+      },
+    );
+  };
+
+  const rlsDefinition = directCodec(
+    serviceDefinition(
+      ['envoy/service/ratelimit/v3/rls.proto'],
+      'envoy.service.ratelimit.v3.RateLimitService',
+    ),
+  );
+  // the direct codec, falling back to proto-loader for answers it does not cover
+  const serializeResponse = rlsDefinition['ShouldRateLimit']!.responseSerialize as (
+    r: CoreResponse,
+  ) => Buffer;
+  const healthNames = ['ratelimit', 'envoy.service.ratelimit.v3.RateLimitService'];
+  const grpc =
+    config.grpcTransport === 'http2'
+      ? await startGrpcH2Server({
+          host: config.grpcHost,
+          port: config.grpcPort,
+          maxConcurrentStreams: config.grpcMaxConcurrentStreams,
+          maxReceiveMessageBytes: config.grpcMaxReceiveMessageBytes,
+          receiveTimeoutMs: config.grpcReceiveTimeout,
+          onInternalError: (err, path) => log.error({ err, path }, 'gRPC handler failed'),
+          routes: {
+            ...healthRoutes(rt.health, healthNames),
+            '/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit': {
+              kind: 'unary',
+              handle: (bytes, call) => {
+                let req: CoreRequest;
+                try {
+                  req = decodeRequest(bytes);
+                } catch (err) {
+                  throw new GrpcStatusError(GrpcCode.INTERNAL, 'Error deserializing request', { cause: err });
+                }
+                return shouldRateLimit(req, (name) => call.metadata(name)).then(
+                  serializeResponse,
+                  (err: unknown) => {
+                    const e = grpcError(err);
+                    throw new GrpcStatusError(e.code, e.details, { cause: err });
+                  },
+                );
+              },
+            },
+          },
+        })
+      : await startGrpcServer({
+          host: config.grpcHost,
+          port: config.grpcPort,
+          health: rt.health,
+          healthNames,
+          channelOptions: {
+            // channelz bookkeeping costs CPU on every call and nothing here reads it
+            'grpc.enable_channelz': 0,
+            // grpc-js's defaults are 2^32-1 streams per connection and 4 MiB messages
+            'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
+            'grpc.max_receive_message_length': config.grpcMaxReceiveMessageBytes,
+          },
+          services: [
+            {
+              definition: rlsDefinition,
+              implementation: {
+                ShouldRateLimit(
+                  call: ServerUnaryCall<CoreRequest, CoreResponse>,
+                  cb: sendUnaryData<CoreResponse>,
+                ) {
+                  shouldRateLimit(call.request, metadataGetter(call.metadata)).then(
+                    (r) => cb(null, r),
+                    (err: unknown) => cb(grpcError(err) as Partial<GrpcError>),
+                  );
+                },
+              },
+            },
+          ],
+        });
 
   const http: HttpServer = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];

@@ -1,9 +1,9 @@
 import type { Metadata } from '@grpc/grpc-js';
 import { SpanKinds, type TraceSpan, type Tracing } from '@extsvc/common/otel';
-import { correlationOf } from '@extsvc/common/trace';
+import { correlationOf, type HeaderGetter } from '@extsvc/common/trace';
 import type { CounterStore } from './counter-store.ts';
 import type { CoreRequest, CoreResponse, CounterOp } from './limiter.ts';
-import { answerFields } from './answer-log.ts';
+import { answerFields, metadataGetter } from './answer-log.ts';
 
 /** Span attribute names of a ShouldRateLimit span: domain, descriptor keys and limit names, never values. */
 export const RateLimitAttributes = {
@@ -17,11 +17,12 @@ export const RateLimitAttributes = {
  * Starts the span of one ShouldRateLimit call as a child of the trace context in the call's
  * metadata (Envoy injects its rate limit span there when its tracer is on).
  */
-export function startRateLimitSpan(tracing: Tracing, metadata: Metadata, req: CoreRequest): TraceSpan {
-  const c = correlationOf((name) => {
-    const v = metadata.get(name)[0];
-    return typeof v === 'string' ? v : undefined;
-  });
+export function startRateLimitSpan(
+  tracing: Tracing,
+  metadata: Metadata | HeaderGetter,
+  req: CoreRequest,
+): TraceSpan {
+  const c = correlationOf(metadataGetter(metadata));
   return tracing.startServer('ratelimit ShouldRateLimit', c, {
     [RateLimitAttributes.domain]: req.domain,
     ...(c.requestId !== undefined ? { [RateLimitAttributes.requestId]: c.requestId } : {}),
