@@ -326,6 +326,11 @@ class Call implements GrpcServerStream {
     }
     if (this.#requestFlag === 1) {
       const encoding = this.metadata('grpc-encoding') ?? 'identity';
+      if (encoding === 'identity') {
+        // PROTOCOL-HTTP2.md: without a Message-Encoding the Compressed-Flag must be 0
+        this.#fail(GrpcCode.INTERNAL, 'Compressed flag set on a message without grpc-encoding');
+        return;
+      }
       if (encoding !== 'gzip' && encoding !== 'deflate') {
         this.#fail(
           GrpcCode.UNIMPLEMENTED,
