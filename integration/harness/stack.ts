@@ -288,6 +288,12 @@ export class Stack {
       HTTP_PORT: await freePort(),
       HTTPS_PORT: await freePort(),
       LISTEN_ADDRESS: '127.0.0.1',
+      // Functional tests, not timing tests: on a loaded CI machine a first Check (a JWKS fetch, a new
+      // Redis connection) can take longer than the shipped 0.5 s / 0.1 s, and Envoy would then answer
+      // 503 (authz) or let the request through (ratelimit fails open). 5 s is Emissary's AuthService
+      // default; a test about deadlines sets its own.
+      AUTHZ_TIMEOUT: '5s',
+      RATELIMIT_TIMEOUT: '2s',
       ...vars,
     };
     const configPath = join(this.mkdir(`envoy-${full.HTTP_PORT}`), 'envoy.yaml');
