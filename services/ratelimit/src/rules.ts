@@ -311,8 +311,8 @@ function checkTypes(file: RulesFile, root: PlainMap): void {
           if (typeof value === 'object') bad('string');
           break;
         case 'uint32':
-          if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 4294967295)
-            bad('uint32');
+          // floats were refused before (error checking config)
+          if (typeof value !== 'number' || value < 0 || value > 4294967295) bad('uint32');
           break;
         case 'bool':
           if (typeof value !== 'boolean') bad('bool');
@@ -379,15 +379,16 @@ export function wildcardMatch(segments: readonly string[], text: string): boolea
   const first = segments[0] as string;
   const last = segments[segments.length - 1] as string;
   if (!text.startsWith(first)) return false;
-  if (text.length - first.length < last.length || !text.endsWith(last)) return false;
+  if (!text.endsWith(last)) return false;
   let pos = first.length;
   const end = text.length - last.length;
   for (let i = 1; i < segments.length - 1; i++) {
     const seg = segments[i] as string;
     const at = text.indexOf(seg, pos);
-    if (at === -1 || at + seg.length > end) return false;
+    if (at === -1) return false;
     pos = at + seg.length;
   }
+  // prefix, middle segments and suffix may not overlap
   return pos <= end;
 }
 
@@ -452,7 +453,8 @@ function loadDescriptors(
         } else if (!unit) throw new RulesError(file, `invalid rate limit unit '${unitRaw}'`);
         name = str(rl, 'name');
         replaces = list(rl, 'replaces').map((r) => str(r, 'name'));
-        if (!unlimited && unit)
+        // unlimited has thrown on a unit: only a counted limit has one
+        if (unit)
           limits.push({
             requestsPerUnit: uint(rl, 'requests_per_unit'),
             unit,

@@ -190,6 +190,11 @@ describe('ratelimit/rules: meaning of a rule set', () => {
         },
       );
     });
+    it('a timestamp in metadata keeps its text', () => {
+      assert.deepEqual(ruleOf('rate_limit: {unit: second}', 'metadata: {since: 2001-12-14}')?.metadata, {
+        since: '2001-12-14',
+      });
+    });
     it('empty metadata is no metadata (the reference keeps nil for an empty map)', () => {
       assert.equal(ruleOf('rate_limit: {unit: second}', 'metadata: {}')?.metadata, undefined);
     });
@@ -317,6 +322,7 @@ describe('ratelimit/rules: meaning of a rule set', () => {
       assert.equal(match(rules, 'leaf', 'v')?.rule.limits[0]?.unit, 'HOUR');
       assert.equal(match(rules, 'leaf', 'v', 'b', 'w'), undefined);
       assert.equal(match(rules, 'nope', 'v'), undefined);
+      assert.equal(match(rules, 'nope', 'v', 'a', 'v'), undefined);
     });
     it('the first matching wildcard in config order wins; the key-only node comes last', () => {
       const rules = load(

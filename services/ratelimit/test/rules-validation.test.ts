@@ -82,6 +82,10 @@ describe('ratelimit/rules: configuration errors', () => {
         'config error, yaml file contains list of type other than map: 3',
       );
       fails(
+        'domain: d\ndescriptors: [2001-12-14]\n',
+        'config error, yaml file contains list of type other than map: 2001-12-14',
+      );
+      fails(
         'domain: d\ndescriptors: [false]\n',
         'config error, yaml file contains list of type other than map: false',
       );
@@ -307,6 +311,7 @@ describe('ratelimit/rules: configuration errors', () => {
       );
     });
     it('a value starting with a flow indicator has no node content (a parser error: the line before)', () => {
+      fails('domain: ,\n', 'error loading config file: yaml: did not find expected node content');
       fails(
         'domain: d\nx: ,\n',
         'error loading config file: yaml: line 1: did not find expected node content',
