@@ -4,23 +4,18 @@ import {
   status as GrpcStatus,
   type ServiceDefinition,
   type UntypedServiceImplementation,
-  type ServiceClientConstructor,
   type ServerWritableStream,
   type sendUnaryData,
   type ServerUnaryCall,
 } from '@grpc/grpc-js';
 import type { HealthState } from './health.ts';
-import { loadProtos } from './proto.ts';
+import { serviceDefinition as protoServiceDefinition } from './proto.ts';
 import type { HealthCheckRequest__Output } from '../../../proto/generated/grpc/health/v1/HealthCheckRequest.ts';
 import type { HealthCheckResponse } from '../../../proto/generated/grpc/health/v1/HealthCheckResponse.ts';
 
-/** Looks up a service definition by its full name in a loaded proto tree. */
+/** Looks up a service definition by its full name in the given proto files (proto.ts). */
 export function serviceDefinition(files: readonly string[], fullName: string): ServiceDefinition {
-  let node: unknown = loadProtos(files);
-  for (const part of fullName.split('.')) node = (node as Record<string, unknown>)[part];
-  const ctor = node as ServiceClientConstructor | undefined;
-  if (!ctor?.service) throw new Error(`service ${fullName} not found in ${files.join(', ')}`);
-  return ctor.service;
+  return protoServiceDefinition(files, fullName);
 }
 
 /**
