@@ -24,6 +24,7 @@ import {
   statusMatches,
 } from './hosts.ts';
 import { type LeaderElectionOptions, type LeaderElector, startLeaderElection } from './leader.ts';
+import { SecretOwnership, checkSecretsOnce } from './ownership.ts';
 import { SecretReadiness, type WantedSecret } from './readiness.ts';
 import { KubeAccountStore, KubeCertificateStore, type SecretStoreHooks } from './secret-store.ts';
 
@@ -213,47 +214,11 @@ export async function startKubeController(
   };
   const appliedMappings = new Map<string, string>();
 
-  /** Foreign tlsSecrets so far, `namespace/name` -> reason (re-checked every Secret check). */
-  let foreign = new Map<string, string>();
-
-  // A Host whose tlsSecret belongs to someone else is reported as an invalid Host: the issuer then
-  // never orders a certificate it could not store (that would only burn the CA's rate limits).
-  async function withOwnership(parsed: readonly ParsedHost[]): Promise<ParsedHost[]> {
-    const next = new Map<string, string>();
-    const out: ParsedHost[] = [];
-    for (const p of parsed) {
-      if (p.kind !== 'acme' || !p.tlsSecret || !certs) {
-        out.push(p);
-        continue;
-      }
-      const key = `${p.tlsSecret.namespace}/${p.tlsSecret.name}`;
-      const reason = next.has(key)
-        ? next.get(key)
-        : await certs.refusal(p.tlsSecret).catch(() => foreign.get(key));
-      if (reason === undefined) {
-        out.push(p);
-        continue;
-      }
-      next.set(key, reason);
-      out.push({
-        kind: 'invalid',
-        key: p.key,
-        namespace: p.namespace,
-        name: p.name,
-        hostname: p.hostname,
-        reason,
-        origin: p.origin,
-      });
-    }
-    for (const [k, r] of next)
-      if (!foreign.has(k)) log.warn({ tlsSecret: k, reason: r }, 'tlsSecret managed by someone else');
-    foreign = next;
-    return out;
-  }
+  const ownership = new SecretOwnership(log);
 
   async function syncHosts(): Promise<void> {
     if (!issuer) return;
-    const parsed = await withOwnership(parsedManaged());
+    const parsed = await ownership.apply(parsedManaged(), certs);
     await issuer.setHosts(parsed);
     await applyDefaultTlsSecrets(parsed);
     if (opts.challengeMappingService) await applyMappings(parsed);
@@ -424,38 +389,7 @@ export async function startKubeController(
   // A deleted or replaced Secret is noticed by polling what the store last saw (acme may not list Secrets).
   async function checkSecrets(): Promise<void> {
     if (!issuer || !certs) return;
-    if (foreign.size > 0) {
-      // Re-evaluate ownership: a foreign Secret deleted or released becomes acme's to fill.
-      const before = [...foreign.keys()].join(',');
-      const parsedNow = await withOwnership(parsedManaged());
-      if ([...foreign.keys()].join(',') !== before) {
-        await issuer.setHosts(parsedNow);
-        scheduleStatus();
-      }
-    }
-    const parsed = await withOwnership(parsedManaged());
-    const refs = new Map<string, SecretRef>();
-    for (const p of parsed)
-      if (p.kind === 'acme' && p.tlsSecret)
-        refs.set(`${p.tlsSecret.namespace}/${p.tlsSecret.name}`, p.tlsSecret);
-    const changed: string[] = [];
-    for (const [key, ref] of refs) {
-      if (issuer.running > 0) return; // an order may be writing; check again next round
-      if (await certs.changedSinceSeen(ref).catch(() => false)) changed.push(key);
-    }
-    if (changed.length === 0) return;
-    log.info({ secrets: changed }, 'tlsSecret changed or deleted outside acme: reloading');
-    const keep = parsed.filter(
-      (p) =>
-        !(
-          p.kind === 'acme' &&
-          p.tlsSecret &&
-          changed.includes(`${p.tlsSecret.namespace}/${p.tlsSecret.name}`)
-        ),
-    );
-    await issuer.setHosts(keep);
-    await issuer.setHosts(parsed);
-    scheduleStatus();
+    await checkSecretsOnce({ issuer, store: certs, ownership, hosts: parsedManaged, log, scheduleStatus });
   }
   const secretLoop = (): void => {
     if (closed) return;
