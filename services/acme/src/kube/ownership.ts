@@ -87,16 +87,16 @@ export interface SecretCheckContext {
  */
 export async function checkSecretsOnce(ctx: SecretCheckContext): Promise<void> {
   const { issuer, store, ownership, log } = ctx;
-  if (ownership.foreign.size > 0) {
-    // Re-evaluate ownership: a foreign Secret deleted or released becomes acme's to fill.
-    const before = [...ownership.foreign.keys()].join(',');
-    const parsedNow = await ownership.apply(ctx.hosts(), store);
-    if ([...ownership.foreign.keys()].join(',') !== before) {
-      await issuer.setHosts(parsedNow);
-      ctx.scheduleStatus();
-    }
-  }
+  // One ownership read per round, and any change of the verdicts is handed to the issuer at once:
+  // a Secret released (annotated adopt=true, or deleted) becomes acme's to fill, one taken over is
+  // no longer written. The verdicts must never change without the issuer being told: nothing else
+  // would tell it (a Secret change is no Host event), so a Host would stay in Error for good.
+  const before = [...ownership.foreign.keys()].join(',');
   const parsed = await ownership.apply(ctx.hosts(), store);
+  if ([...ownership.foreign.keys()].join(',') !== before) {
+    await issuer.setHosts(parsed);
+    ctx.scheduleStatus();
+  }
   const refs = new Map<string, SecretRef>();
   for (const p of parsed)
     if (p.kind === 'acme' && p.tlsSecret)
