@@ -2,7 +2,7 @@
 // ES256 token seen before, a fresh valid token per request and an invalid token; side by side with
 // OPA-Envoy (Rego io.jwt.decode_verify) and Envoy's in-process jwt_authn as the ceiling.
 // Usage: node bench/authz/run.ts [--duration 8] [--rounds 3] [--concurrency 32] [--skip-opa] [--bin DIR]
-//        [--only TEXT] [--variants 'jose=JWT_VERIFY_THREADS=0;workers=JWT_VERIFY_THREADS=1']
+//        [--only TEXT] [--variants 'jose=JWT_VERIFY_THREADS=0;workers=JWT_VERIFY_THREADS=1'] [--profile DIR]
 // Needs .tools/bin/ghz (and .tools/bin/opa-envoy-plugin for the OPA column), wrk, envoy (scripts/env.sh).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +42,8 @@ const VARIANTS: ReadonlyArray<{ name: string; env: Record<string, string> }> = a
         return { name: `authz[${name}]`, env };
       })
   : [{ name: 'authz', env: {} }];
+/** `--profile DIR`: each authz variant runs with --cpu-prof into DIR/<variant> (written on SIGTERM at the end). */
+const PROFILE = arg('profile', '');
 const SKIP_OPA = process.argv.includes('--skip-opa') || !existsSync(join(BIN, 'opa-envoy-plugin'));
 const dir = mkdtempSync(join(tmpdir(), 'bench-authz-'));
 const procs: ChildProcess[] = [];
@@ -247,12 +249,16 @@ async function main(): Promise<void> {
     policy,
     `providers:\n  main: { issuer: "${issuer.issuer}", audiences: [api], jwks: ${jwks}, algorithms: [ES256] }\nrules:\n  - { name: api, match: { pathPrefix: /api }, jwt: true }\n`,
   );
-  const authz: Array<{ name: string; grpc: number; envoy: number }> = [];
+  const authz: Array<{ name: string; grpc: number; envoy: number; proc: ChildProcess }> = [];
   for (const v of VARIANTS) {
     const [gp, hp, ap] = [await freePort(), await freePort(), await freePort()];
-    start(
+    const profileArgs = PROFILE
+      ? ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE, v.name.replace(/[^\w-]+/g, '_'))}`]
+      : [];
+    const proc = start(
       process.execPath,
       [
+        ...profileArgs,
         join(ROOT, 'services/authz/src/main.ts'),
         `--grpc-port=${gp}`,
         `--http-port=${hp}`,
@@ -271,7 +277,7 @@ async function main(): Promise<void> {
     );
     await waitUntil(`${v.name} ready`, httpOk(`http://127.0.0.1:${ap}/readyz`), { timeoutMs: 30_000 });
     const via = await envoy(`envoy-${authz.length}`, extAuthz('authz'), grpcCluster('authz', gp));
-    authz.push({ name: v.name, grpc: gp, envoy: via });
+    authz.push({ name: v.name, grpc: gp, envoy: via, proc });
   }
 
   // OPA-Envoy with the same JWT check in Rego
@@ -362,6 +368,21 @@ allow if {
     }
   }
   await issuer.stop();
+  // A CPU profile is written when the process exits on its own: SIGTERM, then wait.
+  if (PROFILE)
+    await Promise.all(
+      authz.map(
+        (a) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, 15_000);
+            a.proc.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            a.proc.kill('SIGTERM');
+          }),
+      ),
+    );
 
   const median = (xs: number[]): number => {
     const v = [...xs].sort((a, b) => a - b);

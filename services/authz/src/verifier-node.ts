@@ -87,7 +87,7 @@ export class SignatureWorkers {
   #threads: Thread[] = [];
   #next = 0;
   #batchId = 0;
-  #items: Array<readonly [number, string, Uint8Array, Uint8Array]> = [];
+  #items: Array<readonly [alg: string, data: string, sig: Uint8Array]> = [];
   #waiters: Pending[] = [];
   #keys: KeyObject[] = [];
   #scheduled = false;
@@ -119,12 +119,15 @@ export class SignatureWorkers {
     return any;
   }
 
-  /** Resolves true when `sig` is a valid `alg` signature of `data` under `key`; rejects if no worker can. */
-  verify(alg: string, key: KeyObject, data: Uint8Array, sig: Uint8Array): Promise<boolean> {
+  /**
+   * Resolves true when `sig` is a valid `alg` signature of `data` (an ASCII string: the JWS signing
+   * input) under `key`; rejects if no worker can.
+   */
+  verify(alg: string, key: KeyObject, data: string, sig: Uint8Array): Promise<boolean> {
     if (this.#closed) return Promise.reject(new Error('signature workers closed'));
     if (!this.ready()) return Promise.reject(new WorkersNotReady());
     return new Promise<boolean>((resolve, reject) => {
-      this.#items.push([0, alg, data, sig]);
+      this.#items.push([alg, data, sig]);
       this.#keys.push(key);
       this.#waiters.push({ resolve, reject });
       if (!this.#scheduled) {
@@ -171,6 +174,13 @@ export class SignatureWorkers {
       t.keyIds = new WeakMap();
       t.keyCount = 0;
     }
+    let total = 0;
+    for (const [, data, sig] of items) total += data.length + sig.length;
+    // One fresh buffer, transferred: a pooled Buffer would be cloned with its whole 8 KiB pool slab.
+    const bytes = Buffer.allocUnsafeSlow(total);
+    const layout = new Uint32Array(items.length * 5);
+    const algs: string[] = [];
+    let at = 0;
     for (let i = 0; i < items.length; i++) {
       const key = keys[i] as KeyObject;
       let id = t.keyIds.get(key);
@@ -179,12 +189,22 @@ export class SignatureWorkers {
         t.keyIds.set(key, id);
         post({ type: 'key', id, key });
       }
-      const [, alg, data, sig] = items[i] as (typeof items)[number];
-      items[i] = [id, alg, data, sig];
+      const [alg, data, sig] = items[i] as (typeof items)[number];
+      const o = i * 5;
+      layout[o] = id;
+      layout[o + 1] = at;
+      layout[o + 2] = bytes.write(data, at, 'latin1');
+      at += data.length;
+      layout[o + 3] = at;
+      layout[o + 4] = sig.length;
+      bytes.set(sig, at);
+      at += sig.length;
+      algs.push(alg);
     }
     const batch = ++this.#batchId;
     t.batches.set(batch, waiters);
-    post({ type: 'batch', id: batch, items });
+    const m: WorkerRequest = { type: 'batch', id: batch, bytes: bytes.buffer, layout, algs };
+    t.worker.postMessage(m, [bytes.buffer, layout.buffer]);
   }
 }
 
@@ -276,7 +296,7 @@ export async function fastVerify(
   }
   let ok: boolean;
   try {
-    ok = await workers.verify(alg, key, Buffer.from(token.slice(0, dot2), 'latin1'), sig);
+    ok = await workers.verify(alg, key, token.slice(0, dot2), sig);
   } catch {
     return { kind: 'fallback' };
   }

@@ -10,8 +10,12 @@ export type WorkerRequest =
   | {
       readonly type: 'batch';
       readonly id: number;
-      /** Per item: key id, algorithm, signing input (ASCII `header.payload`), signature bytes. */
-      readonly items: ReadonlyArray<readonly [number, string, Uint8Array, Uint8Array]>;
+      /** Signing inputs (ASCII `header.payload`) and signatures, back to back (transferred, not copied). */
+      readonly bytes: ArrayBuffer;
+      /** Per item: key id, input offset, input length, signature offset, signature length. */
+      readonly layout: Uint32Array;
+      /** Per item: the algorithm. */
+      readonly algs: readonly string[];
     };
 
 /** `ready` once the worker listens; per batch: 1 where the signature verified, 0 elsewhere (also for errors). */
@@ -50,21 +54,25 @@ parentPort?.on('message', (m: WorkerRequest) => {
       keys.clear();
       return;
     case 'batch': {
-      const results = new Uint8Array(m.items.length);
-      for (let i = 0; i < m.items.length; i++) {
-        const [keyId, alg, data, sig] = m.items[i] as (typeof m.items)[number];
-        const key = keys.get(keyId);
+      const n = m.algs.length;
+      const results = new Uint8Array(n);
+      for (let i = 0; i < n; i++) {
+        const o = i * 5;
+        const key = keys.get(m.layout[o] as number);
+        const data = Buffer.from(m.bytes, m.layout[o + 1], m.layout[o + 2]);
+        const sig = Buffer.from(m.bytes, m.layout[o + 3], m.layout[o + 4]);
         try {
-          results[i] = key !== undefined && check(alg, key, data, sig) ? 1 : 0;
+          results[i] = key !== undefined && check(m.algs[i] as string, key, data, sig) ? 1 : 0;
         } catch {
           results[i] = 0; // a malformed signature (wrong length...) is a failed verification, as in WebCrypto
         }
       }
       const reply: WorkerReply = { type: 'batch', id: m.id, results };
-      parentPort?.postMessage(reply);
+      parentPort?.postMessage(reply, [results.buffer]);
       return;
     }
   }
 });
+
 const ready: WorkerReply = { type: 'ready' };
 parentPort?.postMessage(ready);

@@ -289,7 +289,7 @@ function mutations(count: number): string[] {
 /** Counts the signatures the workers answered (calls before a worker is ready fall back to jose). */
 class CountingWorkers extends SignatureWorkers {
   calls = 0;
-  override verify(alg: string, key: KeyObject, data: Uint8Array, sig: Uint8Array): Promise<boolean> {
+  override verify(alg: string, key: KeyObject, data: string, sig: Uint8Array): Promise<boolean> {
     return super.verify(alg, key, data, sig).then((ok) => {
       this.calls += 1;
       return ok;
