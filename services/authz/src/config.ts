@@ -39,6 +39,19 @@ export const AUTHZ_OPTIONS = {
     min: 1,
     doc: 'Concurrent Check streams per HTTP/2 connection (Envoy opens another connection beyond it).',
   },
+  'grpc-transport': {
+    kind: 'enum',
+    env: 'GRPC_TRANSPORT',
+    default: 'http2',
+    values: ['http2', 'grpc-js'],
+    doc: "The gRPC port's server: 'http2' (a minimal gRPC server on node:http2, services/common grpc-h2) or 'grpc-js' (the previous one, kept as a fallback).",
+  },
+  'grpc-receive-timeout': {
+    kind: 'duration',
+    env: 'GRPC_RECEIVE_TIMEOUT',
+    default: 30_000,
+    doc: "With the 'http2' transport: a CheckRequest must arrive whole within this time, whatever its grpc-timeout (a client that never ends its request is answered DEADLINE_EXCEEDED and reset).",
+  },
   'http-host': {
     kind: 'string',
     env: 'HTTP_HOST',

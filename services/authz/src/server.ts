@@ -2,19 +2,26 @@ import { startAdmin } from '@extsvc/common/admin';
 import { redactedView } from '@extsvc/common/config';
 import { ConfigError, errorMessage } from '@extsvc/common/errors';
 import { serviceDefinition, startGrpcServer } from '@extsvc/common/grpc';
+import { GrpcCode, GrpcStatusError, startGrpcH2Server } from '@extsvc/common/grpc-h2';
+import { healthRoutes } from '@extsvc/common/grpc-h2-health';
 import { closeAll, delay } from '@extsvc/common/lifecycle';
 import type { Runtime } from '@extsvc/common/runtime';
 import { correlationFields, correlationOfHeaders } from '@extsvc/common/trace';
 import { watchPaths, type Watcher } from '@extsvc/common/watch';
 import type { Tracing } from '@extsvc/common/otel';
+import type { Logger } from '@extsvc/common/logger';
+import type { ServiceDefinition } from '@grpc/grpc-js';
+import type { UnaryMethod } from '@extsvc/common/grpc-h2';
+import type { CheckRequest__Output } from '../../../proto/generated/envoy/service/auth/v3/CheckRequest.ts';
+import type { CheckResponse } from '../../../proto/generated/envoy/service/auth/v3/CheckResponse.ts';
 import { Authorizer } from './authorizer.ts';
 import { AUTHZ_OPTIONS, type AuthzConfig } from './config.ts';
 import type { Decision } from './decision.ts';
 import { fetchJson, type JsonFetcher } from './fetch.ts';
-import { checkImplementation, type CheckObserver } from './grpc-check.ts';
+import { checkHandler, checkImplementation, type CheckObserver } from './grpc-check.ts';
 import { startHttpCheck } from './http-check.ts';
 import { createMetrics } from './metrics.ts';
-import { tracedDecide, tracedFetch } from './tracing.ts';
+import { tracedDecide, tracedFetch, type TransportDecide } from './tracing.ts';
 import { DecisionLog } from './decision-log.ts';
 import {
   FetchLog,
@@ -105,6 +112,38 @@ function checkUpstreamHeaders(config: AuthzConfig): readonly string[] {
       },
     ]);
   return list;
+}
+
+/**
+ * Check on the node:http2 gRPC server: the same handler as on grpc-js, with grpc-js's codec (the
+ * proto-loader objects checkRequestToAuth reads) and its answers for an undecodable request.
+ */
+function checkRoute(
+  definition: ServiceDefinition,
+  decide: TransportDecide,
+  observe: CheckObserver,
+  log: Logger,
+): UnaryMethod {
+  const method = definition['Check'];
+  if (!method) throw new Error('envoy.service.auth.v3.Authorization has no Check');
+  const deserialize = method.requestDeserialize as (b: Buffer) => CheckRequest__Output;
+  const serialize = method.responseSerialize as (r: CheckResponse) => Buffer;
+  const check = checkHandler(decide, observe, log);
+  return {
+    kind: 'unary',
+    handle: (bytes, call) => {
+      let request: CheckRequest__Output;
+      try {
+        request = deserialize(bytes);
+      } catch (err) {
+        throw new GrpcStatusError(GrpcCode.INTERNAL, 'Error deserializing request', { cause: err });
+      }
+      return check(request, (name) => call.metadata(name)).then((o) => {
+        if (o.kind === 'unavailable') throw new GrpcStatusError(GrpcCode.UNAVAILABLE, o.details);
+        return serialize(o.response);
+      });
+    },
+  };
 }
 
 /** Starts the gRPC and HTTP ext_authz listeners, the admin server and the policy watcher. */
@@ -216,27 +255,40 @@ export async function start(config: AuthzConfig, rt: Runtime, deps: StartDeps = 
   const decide = tracing ? tracedDecide(tracing, recorded) : recorded;
   let lastReload: ReloadState = { ok: true, at: new Date().toISOString() };
 
-  const grpc = await startGrpcServer({
-    host: config.grpcHost,
-    port: config.grpcPort,
-    health: rt.health,
-    healthNames: ['envoy.service.auth.v3.Authorization'],
-    // grpc-js defaults are 4 MiB and 2^32-1 streams: one direct caller could make authz decode a 4 MiB,
-    // 150k-header request while other clients wait, on as many streams as it likes.
-    channelOptions: {
-      'grpc.max_receive_message_length': config.grpcMaxReceiveBytes,
-      'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
-    },
-    services: [
-      {
-        definition: serviceDefinition(
-          ['envoy/service/auth/v3/external_auth.proto'],
-          'envoy.service.auth.v3.Authorization',
-        ),
-        implementation: checkImplementation(decide, observe, log),
-      },
-    ],
-  });
+  const checkDefinition = serviceDefinition(
+    ['envoy/service/auth/v3/external_auth.proto'],
+    'envoy.service.auth.v3.Authorization',
+  );
+  const healthNames = ['envoy.service.auth.v3.Authorization'];
+  const grpc =
+    config.grpcTransport === 'http2'
+      ? await startGrpcH2Server({
+          host: config.grpcHost,
+          port: config.grpcPort,
+          maxConcurrentStreams: config.grpcMaxConcurrentStreams,
+          maxReceiveMessageBytes: config.grpcMaxReceiveBytes,
+          receiveTimeoutMs: config.grpcReceiveTimeout,
+          onInternalError: (err, path) => log.error({ err, path }, 'gRPC handler failed'),
+          routes: {
+            ...healthRoutes(rt.health, healthNames),
+            '/envoy.service.auth.v3.Authorization/Check': checkRoute(checkDefinition, decide, observe, log),
+          },
+        })
+      : await startGrpcServer({
+          host: config.grpcHost,
+          port: config.grpcPort,
+          health: rt.health,
+          healthNames,
+          // grpc-js defaults are 4 MiB and 2^32-1 streams: one direct caller could make authz decode a 4 MiB,
+          // 150k-header request while other clients wait, on as many streams as it likes.
+          channelOptions: {
+            'grpc.max_receive_message_length': config.grpcMaxReceiveBytes,
+            'grpc.max_concurrent_streams': config.grpcMaxConcurrentStreams,
+          },
+          services: [
+            { definition: checkDefinition, implementation: checkImplementation(decide, observe, log) },
+          ],
+        });
   // Checks without the configured path prefix: denied, counted, shown on /diag, logged at most once a minute.
   const prefixState: HttpPrefixState = { prefix: config.httpPathPrefix, mismatches: 0 };
   let lastPrefixLog = Number.NEGATIVE_INFINITY;
