@@ -148,12 +148,15 @@ describe('acme issuer: edges of planning and state', () => {
     t.clock.advance(MIN);
     await settle();
     assert.equal(asked, 1);
-    const idled = t.issuer.idle().then(() => asked);
-    t.clock.advance(30 * MIN);
+    let idled = false;
+    const idle = t.issuer.idle().then(() => (idled = true));
+    // Past --max-sleep: the scheduler wakes while the request is pending.
+    t.clock.advance(2 * HOUR);
     await settle();
     assert.equal(asked, 1, 'no second request while the first is pending');
+    assert.equal(idled, false, 'idle() waits for the pending request');
     answer();
-    assert.equal(await idled, 1, 'idle() waited for the request');
+    await idle;
     // The certificate is being renewed: no renewalInfo for it meanwhile.
     t.ca.renewalInfo = async () => {
       asked += 1;
@@ -165,7 +168,7 @@ describe('acme issuer: edges of planning and state', () => {
     await settle();
     assert.equal(t.issuer.running, 1);
     const during = asked;
-    t.clock.advance(10 * MIN);
+    t.clock.advance(2 * HOUR);
     await settle();
     assert.equal(asked, during);
     open();
@@ -531,6 +534,59 @@ describe('acme issuer: edges of planning and state', () => {
     await t.issuer.idle();
     const [saved] = [...t.accounts.items.values()];
     assert.match(saved?.keyId ?? '', /^[A-Za-z0-9_-]{43}$/);
+    await t.issuer.close();
+  });
+
+  it('with ARI on, a group whose store could not be read is an Error, not a failed update', async () => {
+    const certs = new HookedStore();
+    certs.readError = new Error('EACCES');
+    const t = testIssuer({ ari: true }, { certs });
+    await t.issuer.setHosts(A);
+    assert.equal(t.issuer.statuses()[0]?.errorCode, 'ERR_STORE');
+    assert.deepEqual(t.ca.renewalInfoCalls, []);
+    await t.issuer.close();
+  });
+
+  it('a store without failure records still reports the failed order', async () => {
+    const t = testIssuer({}, { certs: new PlainStore() as unknown as HookedStore });
+    t.ca.outcomes.push(fail());
+    await t.issuer.setHosts(A);
+    await t.issuer.idle();
+    assert.deepEqual(
+      t.orders.map((o) => o.result),
+      ['failed'],
+    );
+    await t.issuer.close();
+  });
+
+  it('a renewal that replaces the stored certificate is logged as a replacement', async () => {
+    const { logger, lines } = capturingLogger();
+    const t = testIssuer({ ari: true }, { logger });
+    await t.issuer.setHosts(A);
+    await t.issuer.idle();
+    t.clock.advance(60 * DAY);
+    await settle();
+    await t.issuer.idle();
+    assert.deepEqual(
+      lines.filter((l) => l.msg === 'certificate issued and stored').map((l) => l.replacement),
+      [false, true],
+    );
+    await t.issuer.close();
+  });
+
+  it('adopting what another instance stored asks no renewalInfo with ARI off; phases NA', async () => {
+    const certs = new HookedStore();
+    withLock(certs);
+    certs.lockResult = async () => {
+      certs.items.set('default/a-tls', storedPair(['a.example.com'], T0, 90 * DAY));
+      return { kind: 'held', release: async () => undefined };
+    };
+    const t = testIssuer({ ari: false }, { certs });
+    await t.issuer.setHosts(A);
+    await t.issuer.idle();
+    const s = t.issuer.statuses()[0];
+    assert.deepEqual([s?.state, s?.phaseCompleted, s?.phasePending], ['Ready', 'NA', 'NA']);
+    assert.deepEqual(t.ca.renewalInfoCalls, []);
     await t.issuer.close();
   });
 

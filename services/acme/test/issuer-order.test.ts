@@ -197,6 +197,7 @@ describe('acme issuer: one order, step by step', () => {
       await t.issuer.idle();
       const s = t.issuer.statuses()[0];
       assert.equal(s?.errorCode, 'ERR_ACME_ACCOUNT');
+      assert.equal(s?.phaseCompleted, 'ACMEUserPrivateKeyCreated');
       assert.equal(s?.phasePending, 'ACMEUserRegistered');
       assert.equal(t.ca.accounts.length, 2, 'registered again once, not more');
       await t.issuer.close();
