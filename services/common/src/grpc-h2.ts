@@ -117,6 +117,8 @@ export interface GrpcH2Server {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** First allocation for a message split over DATA frames; doubled as more of it arrives. */
+const INITIAL_MESSAGE_BUFFER = 16 * 1024;
 const TIMEOUT_UNITS: Readonly<Record<string, number>> = {
   H: 3_600_000,
   M: 60_000,
@@ -187,8 +189,11 @@ class Call implements GrpcServerStream {
   // request parsing
   #head: Buffer | undefined;
   #headFill = 0;
+  // the message received so far, in a buffer that grows with the bytes sent (up to the announced length):
+  // a length prefix alone never reserves memory
   #msg: Buffer | undefined;
   #msgFill = 0;
+  #msgLen = 0;
   #flag = 0;
   #request: Buffer | undefined;
   #requestFlag = 0;
@@ -295,14 +300,22 @@ class Call implements GrpcServerStream {
           off += len;
           continue;
         }
-        this.#msg = Buffer.allocUnsafe(len);
+        this.#msg = Buffer.allocUnsafe(Math.min(len, Math.max(n - off, INITIAL_MESSAGE_BUFFER)));
         this.#msgFill = 0;
+        this.#msgLen = len;
       }
-      const take = Math.min(this.#msg.length - this.#msgFill, n - off);
+      const take = Math.min(this.#msgLen - this.#msgFill, n - off);
+      if (this.#msgFill + take > this.#msg.length) {
+        const grown = Buffer.allocUnsafe(
+          Math.min(this.#msgLen, Math.max(this.#msg.length * 2, this.#msgFill + take)),
+        );
+        this.#msg.copy(grown, 0, 0, this.#msgFill);
+        this.#msg = grown;
+      }
       chunk.copy(this.#msg, this.#msgFill, off, off + take);
       this.#msgFill += take;
       off += take;
-      if (this.#msgFill === this.#msg.length) {
+      if (this.#msgFill === this.#msgLen) {
         const m = this.#msg;
         this.#msg = undefined;
         this.#complete(m);
