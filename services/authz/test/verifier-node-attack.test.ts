@@ -242,7 +242,9 @@ class CountingWorkers extends SignatureWorkers {
   }
 }
 
-describe('authz verifier: node:crypto fast path against forged signatures (jose as the oracle)', () => {
+describe('authz verifier: node:crypto fast path against forged signatures (jose as the oracle)', function () {
+  // RSA signing, zlib and worker start-up on a loaded 2-core CI machine
+  this.timeout(60_000);
   const ps = providers();
   const keyStores = new Map(
     ps.map((p) => [

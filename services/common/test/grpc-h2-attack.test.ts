@@ -63,7 +63,9 @@ function prefix(flag: number, len: number): Buffer {
 
 const MAX = 4 * 1024 * 1024;
 
-describe('common/grpc-h2 under attack', () => {
+describe('common/grpc-h2 under attack', function () {
+  // RSA signing, zlib and worker start-up on a loaded 2-core CI machine
+  this.timeout(60_000);
   let server: GrpcH2Server;
   const internal: unknown[] = [];
   const url = (): string => `http://127.0.0.1:${server.port}`;
