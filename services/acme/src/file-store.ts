@@ -69,6 +69,18 @@ export function renderSdsYaml(secret: SecretRef, dir: string): string {
   ].join('\n');
 }
 
+/** meta.json's content; a missing or corrupt one only loses the temporary flag (the certificate itself is checked). */
+function parseMeta(text: string | undefined): CertificateMeta {
+  if (text !== undefined) {
+    try {
+      return JSON.parse(text) as CertificateMeta;
+    } catch {
+      // fall through
+    }
+  }
+  return { temporary: false, names: [], issuedAt: '' };
+}
+
 /**
  * File-mode certificate store. Layout per tlsSecret, the Kubernetes volume layout (atomic swaps):
  *
@@ -104,33 +116,31 @@ export class DirectoryCertificateStore implements CertificateStore {
 
   async read(secret: SecretRef): Promise<StoredCertificate | undefined> {
     const dir = this.dir(secret);
-    // Resolve ..data once so the three files come from the same version even during a swap.
-    let version: string;
-    try {
-      version = await readlink(join(dir, DATA));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
-    // A `..data` this store did not make (pointing out of the directory) is no certificate of ours:
-    // absent, so the next write replaces it.
-    if (!VERSION.test(version)) return undefined;
-    const base = join(dir, version);
-    const [chainPem, keyPem, metaText] = await Promise.all([
-      readOptional(join(base, 'tls.crt')),
-      readOptional(join(base, 'tls.key')),
-      readOptional(join(base, 'meta.json')),
-    ]);
-    if (chainPem === undefined || keyPem === undefined) return undefined;
-    let meta: CertificateMeta = { temporary: false, names: [], issuedAt: '' };
-    if (metaText !== undefined) {
+    // Resolve ..data once so the three files come from the same version even during a swap. A writer
+    // (this process or another instance on the directory) removes the old version right after the swap:
+    // a version gone between readlink and read is read again from the new ..data, never "absent".
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let version: string;
       try {
-        meta = JSON.parse(metaText) as CertificateMeta;
-      } catch {
-        // A corrupt meta.json only loses the temporary flag; the certificate itself is checked.
+        version = await readlink(join(dir, DATA));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
       }
+      // A `..data` this store did not make (pointing out of the directory) is no certificate of ours:
+      // absent, so the next write replaces it.
+      if (!VERSION.test(version)) return undefined;
+      const base = join(dir, version);
+      const [chainPem, keyPem, metaText] = await Promise.all([
+        readOptional(join(base, 'tls.crt')),
+        readOptional(join(base, 'tls.key')),
+        readOptional(join(base, 'meta.json')),
+      ]);
+      if (chainPem !== undefined && keyPem !== undefined)
+        return { chainPem, keyPem, meta: parseMeta(metaText) };
+      if ((await readlink(join(dir, DATA)).catch(() => undefined)) === version) return undefined;
     }
-    return { chainPem, keyPem, meta };
+    return undefined;
   }
 
   /**
