@@ -130,24 +130,65 @@ export function startLeaderElection(
     return true;
   };
 
-  const tick = async (): Promise<void> => {
-    if (closed) return;
+  // The attempt in flight, so close() can wait for it: a renewal landing after the release would
+  // overwrite it (the release then fails with 409) and leave this replica holding the Lease.
+  let inFlight: Promise<void> = Promise.resolve();
+  const attempt = async (): Promise<void> => {
     try {
       const ok = await tryAcquireOrRenew();
       if (ok) lastRenew = Date.now();
-      if (ok) transition(true);
+      // Once closing, leadership only ends: an attempt that finished late must not start it again.
+      if (ok && !closed) transition(true);
       else transition(false);
     } catch (err) {
       // 409: another replica wrote the Lease first. Anything else: the API is unreachable.
       if (statusOf(err) !== 409) log.warn({ err: apiErrorMessage(err) }, 'lease update failed');
       if (leader && Date.now() - lastRenew > opts.renewDeadlineMs) transition(false);
     }
+  };
+  const tick = async (): Promise<void> => {
+    if (closed) return;
+    inFlight = attempt();
+    await inFlight;
     if (!closed) {
       timer = setTimeout(() => void tick(), opts.retryPeriodMs);
       timer.unref();
     }
   };
   void tick();
+
+  /**
+   * Clears the holder so a follower takes over on its next try. Retried (re-read, re-written) on a
+   * conflict or an API error until the Lease would have expired anyway; true once released or no
+   * longer ours.
+   */
+  const release = async (): Promise<boolean> => {
+    const deadline = Date.now() + opts.leaseDurationMs;
+    for (let tries = 1; ; tries++) {
+      try {
+        const lease = await apis.coordination.readNamespacedLease({
+          name: opts.name,
+          namespace: opts.namespace,
+        });
+        if (lease.spec?.holderIdentity !== opts.identity) return true;
+        delete lease.spec.holderIdentity;
+        lease.spec.leaseDurationSeconds = 1;
+        await apis.coordination.replaceNamespacedLease({
+          name: opts.name,
+          namespace: opts.namespace,
+          body: lease,
+        });
+        log.info({ identity: opts.identity }, 'lease released');
+        return true;
+      } catch (err) {
+        const last = Date.now() + opts.retryPeriodMs >= deadline;
+        log.warn({ err: apiErrorMessage(err), tries, final: last }, 'lease release failed');
+        if (last) return false;
+        // a conflict is retried at once with the new version; an API error after a pause
+        if (statusOf(err) !== 409) await new Promise((r) => setTimeout(r, opts.retryPeriodMs));
+      }
+    }
+  };
 
   return {
     get isLeader() {
@@ -160,29 +201,12 @@ export function startLeaderElection(
       if (closed) return;
       closed = true;
       if (timer) clearTimeout(timer);
-      const wasLeader = leader;
+      await inFlight;
+      // Held per the last attempt even if leadership was never started (an acquire that raced close).
+      const held = leader || holder === opts.identity;
       transition(false);
       await chain;
-      if (wasLeader) {
-        // Release: an expired renewTime and no holder let a follower take over on its next try.
-        try {
-          const lease = await apis.coordination.readNamespacedLease({
-            name: opts.name,
-            namespace: opts.namespace,
-          });
-          if (lease.spec?.holderIdentity === opts.identity) {
-            delete lease.spec.holderIdentity;
-            lease.spec.leaseDurationSeconds = 1;
-            await apis.coordination.replaceNamespacedLease({
-              name: opts.name,
-              namespace: opts.namespace,
-              body: lease,
-            });
-          }
-        } catch (err) {
-          log.warn({ err: apiErrorMessage(err) }, 'lease release failed');
-        }
-      }
+      if (held) await release();
     },
   };
 }
