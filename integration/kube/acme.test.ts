@@ -43,7 +43,9 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
   let leader: Replica;
   let follower: Replica;
   const secretVersions: V1Secret[] = [];
+  const watchErrors: string[] = [];
   let watchAbort: AbortController | undefined;
+  let watchStopped = false;
 
   const startReplica = async (
     identity: string,
@@ -137,6 +139,41 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
       }
     ).spec;
 
+  /**
+   * Records every version of the Secrets in `default` from a listed resourceVersion on. A watch that
+   * ends (client-node's 30 s inactivity timeout while nothing changes, a 429 while the API server's
+   * watch cache initializes) resumes from the last version seen, so no event is missed however long
+   * the set-up takes; a gap the server cannot replay (410 Expired) is recorded and fails the test.
+   */
+  const recordSecrets = async (kc: KubeConfig): Promise<void> => {
+    const list = await kube.raw('GET', '/api/v1/namespaces/default/secrets');
+    assert.equal(list.status, 200);
+    const listed = list.body as { metadata: { resourceVersion: string }; items: V1Secret[] };
+    let rv = listed.metadata.resourceVersion;
+    secretVersions.push(...listed.items);
+    const run = async (): Promise<void> => {
+      if (watchStopped) return;
+      watchAbort = await new Watch(kc).watch(
+        '/api/v1/namespaces/default/secrets',
+        { resourceVersion: rv, allowWatchBookmarks: true },
+        (type: string, obj: V1Secret) => {
+          if (type === 'ERROR') {
+            watchErrors.push(JSON.stringify(obj));
+            watchStopped = true;
+            return;
+          }
+          if (obj.metadata?.resourceVersion) rv = obj.metadata.resourceVersion;
+          if (type !== 'BOOKMARK') secretVersions.push(obj);
+        },
+        () => {
+          // a reconnect pause, not a wait for an outcome
+          if (!watchStopped) setTimeout(() => void run(), 100).unref();
+        },
+      );
+    };
+    await run();
+  };
+
   before(async function () {
     this.timeout(150_000);
     kube = await startKube(stack);
@@ -155,12 +192,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
 
     const kc = new KubeConfig();
     kc.loadFromFile(kube.kubeconfigPath);
-    watchAbort = await new Watch(kc).watch(
-      '/api/v1/namespaces/default/secrets',
-      {},
-      (_type: string, obj: V1Secret) => void secretVersions.push(obj),
-      () => undefined,
-    );
+    await recordSecrets(kc);
 
     const followerPort = await freePort();
     // Envoy routes /.well-known/acme-challenge/ to the follower only: the leader orders, the follower answers.
@@ -178,6 +210,7 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
   });
 
   after(function () {
+    watchStopped = true;
     watchAbort?.abort();
   });
 
@@ -210,9 +243,10 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
     assert.ok((chain[chain.length - 1] as X509Certificate).verify(root.publicKey), 'chained to Pebble root');
 
     // The first version the API server ever held was the temporary self-signed certificate.
+    assert.deepEqual(watchErrors, []);
     const versions = secretVersions.filter((v) => v.metadata?.name === 'app-a-tls');
     const first = versions[0];
-    assert.ok(first);
+    assert.ok(first, `no version of app-a-tls among ${secretVersions.length} recorded`);
     assert.equal(first.metadata?.annotations?.['acme.extsvc.dev/temporary'], 'true');
     const tmp = new X509Certificate(pemBlocks(decode(first, 'tls.crt'))[0] ?? '');
     assert.equal(tmp.issuer, tmp.subject);
