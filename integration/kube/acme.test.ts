@@ -435,7 +435,8 @@ describe('acme Kubernetes mode against a real kube-apiserver, Pebble and Envoy',
   });
 
   it('a leader stopped gracefully (SIGTERM) releases the Lease: the next replica leads at once', async function () {
-    this.timeout(30_000);
+    // the bounds of its waits: a replica start (30 s on a loaded machine), then two of 10 s
+    this.timeout(60_000);
     const third = await startReplica('acme-c', await freePort());
     assert.equal((await third.admin<{ isLeader: boolean }>('/leader')).isLeader, false);
     await follower.proc.stop();
