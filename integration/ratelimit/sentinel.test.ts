@@ -42,6 +42,8 @@ describe('ratelimit through Redis Sentinel', function () {
         REDIS_TYPE: 'SENTINEL',
         REDIS_URL: `mymaster,127.0.0.1:${sentinelPort}`,
         CACHE_KEY_PREFIX: 's:',
+        // a functional test: a loaded machine must not turn a slow answer into UNAVAILABLE
+        REDIS_OP_TIMEOUT: '10s',
       },
     });
     client = new RlsClient(rl.ports.grpc!);

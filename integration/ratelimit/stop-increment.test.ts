@@ -19,7 +19,13 @@ describe('ratelimit STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT against redis-server
     writeConfigMapDir(configDir, { 'rules.yaml': RULES });
     rl = await stack.service('ratelimit', {
       args: ['--config-dir', configDir],
-      env: { REDIS_URL: redis.url, CACHE_KEY_PREFIX: 'st:', STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT: 'true' },
+      env: {
+        REDIS_URL: redis.url,
+        CACHE_KEY_PREFIX: 'st:',
+        STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT: 'true',
+        // a functional test: a loaded machine must not turn a slow answer into UNAVAILABLE (not under test)
+        REDIS_OP_TIMEOUT: '10s',
+      },
     });
     client = new RlsClient(rl.ports.grpc!);
   });
