@@ -186,8 +186,12 @@ export class RedisStore implements CounterStore {
   async peek(keys: readonly string[]): Promise<number[]> {
     if (!this.#ready) await this.#firstConnection();
     if (this.#closed || !this.#ready) throw new StoreError('ERR_REDIS_UNAVAILABLE', 'redis not connected');
-    const values = await Promise.all(keys.map((k) => this.#client.get(k)));
-    return values.map((v) => Number(v ?? 0));
+    try {
+      const values = await Promise.all(keys.map((k) => this.#client.get(k)));
+      return values.map((v) => Number(v ?? 0));
+    } catch (err) {
+      throw this.#storeError(err);
+    }
   }
 
   onReadyChange(listener: (ready: boolean) => void): void {
@@ -312,14 +316,18 @@ export class RedisStore implements CounterStore {
       return result;
     } catch (err) {
       this.#observe((performance.now() - started) / 1000, false);
-      if (err instanceof StoreError) throw err;
-      const msg = err instanceof Error ? err.message : String(err);
-      // ioredis's commandTimeout: the same error as the deadline's
-      if (msg === 'Command timed out') throw this.#timeout();
-      throw new StoreError(/timed out/i.test(msg) ? 'ERR_REDIS_TIMEOUT' : 'ERR_REDIS_UNAVAILABLE', msg, {
-        cause: err,
-      });
+      throw this.#storeError(err);
     }
+  }
+
+  /** A client error as a StoreError: ioredis's commandTimeout is the same timeout as the deadline's. */
+  #storeError(err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    const msg = err instanceof Error ? err.message : String(err);
+    if (msg === 'Command timed out') return this.#timeout();
+    return new StoreError(/timed out/i.test(msg) ? 'ERR_REDIS_TIMEOUT' : 'ERR_REDIS_UNAVAILABLE', msg, {
+      cause: err,
+    });
   }
 
   /** Sends PING (readiness probes, tests). */
