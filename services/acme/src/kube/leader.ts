@@ -159,11 +159,11 @@ export function startLeaderElection(
 
   /**
    * Clears the holder so a follower takes over on its next try. Retried (re-read, re-written) on a
-   * conflict or an API error until the Lease would have expired anyway; true once released or no
+   * conflict or an API error for up to renewDeadline (shutdown stays bounded); true once released or no
    * longer ours.
    */
   const release = async (): Promise<boolean> => {
-    const deadline = Date.now() + opts.leaseDurationMs;
+    const deadline = Date.now() + opts.renewDeadlineMs;
     for (let tries = 1; ; tries++) {
       try {
         const lease = await apis.coordination.readNamespacedLease({
