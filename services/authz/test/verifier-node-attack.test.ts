@@ -234,7 +234,7 @@ async function whenReady(w: SignatureWorkers): Promise<void> {
 /** Counts the signatures the workers answered. */
 class CountingWorkers extends SignatureWorkers {
   calls = 0;
-  override verify(alg: string, key: KeyObject, data: Uint8Array, sig: Uint8Array): Promise<boolean> {
+  override verify(alg: string, key: KeyObject, data: string, sig: Uint8Array): Promise<boolean> {
     return super.verify(alg, key, data, sig).then((ok) => {
       this.calls += 1;
       return ok;
