@@ -210,9 +210,12 @@ async function main(): Promise<void> {
   // target caches at most 100 verified tokens, like jwt_authn's jwt_cache_size: 100, so a pool token is
   // never a cache hit), one invalid token (bad signature, the same each time).
   const POOL = 20_000;
-  const seen = await issuer.token();
+  // Valid for 6 h: the fixture's default 10 min is shorter than a full run on a loaded machine, and an
+  // expired token turns every later row into a deny (non-2xx in every Envoy row, jwt_authn's included).
+  const exp = Math.floor(Date.now() / 1000) + 6 * 3600;
+  const seen = await issuer.token({ exp });
   const fresh: string[] = [];
-  for (let i = 0; i < POOL; i++) fresh.push(await issuer.token({ sub: `user-${i}`, jti: String(i) }));
+  for (let i = 0; i < POOL; i++) fresh.push(await issuer.token({ sub: `user-${i}`, jti: String(i), exp }));
   const invalid = seen.slice(0, -6) + (seen.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA');
   const checkMsg = (t: string) => ({
     attributes: {
