@@ -23,7 +23,8 @@ process.stdout.write(JSON.stringify({
 `;
 
 describe('ratelimit start-up modules', () => {
-  it('loading the server and the RLS method definitions loads neither grpc-js nor undici', () => {
+  it('loading the server and the RLS method definitions loads neither grpc-js nor undici', function () {
+    this.timeout(60_000); // a fresh Node process compiling the server's TypeScript: seconds on a loaded CI machine
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', probe], {
       cwd: join(import.meta.dirname, '..'),
       encoding: 'utf8',
