@@ -11,21 +11,13 @@ import {
   MemoryCertificateStore,
   settle,
   silentLogger,
+  testIssuerOptions,
 } from './fakes.ts';
 
 const DAY = 86_400_000;
 const MIN = 60_000;
 
-const opts: IssuerOptions = {
-  renewal: { fraction: 2 / 3, jitter: 0 },
-  backoff: { initialMs: 5 * MIN, maxMs: 24 * 60 * MIN },
-  maxConcurrent: 4,
-  keyType: 'ecdsa-p256',
-  temporaryValidityMs: 7 * DAY,
-  challengeTtlMs: 10 * MIN,
-  ari: true,
-  maxSleepMs: 3_600_000,
-};
+const opts: IssuerOptions = testIssuerOptions({ ari: true });
 
 function hostsYaml(specs: { name: string; hostname: string; secret: string }[]): ParsedHost[] {
   const text = specs
